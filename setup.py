@@ -1,0 +1,52 @@
+"""Packaging for trt-restore: one distribution, import root `trt_restore`.
+
+The top-level folders stay top-level in the repository (see DESIGN.md) and are
+mapped into the `trt_restore` namespace with `package_dir`.
+"""
+from setuptools import setup
+
+VERSION = "0.1.0"
+
+TORCH = "torch>=2.4,<=2.14.1"  # the CPU wheel on disk (2.13.0) satisfies this range
+
+setup(
+    name="trt-restore",
+    version=VERSION,
+    description="Deployment runtime for the 'Bringing Old Photos Back to Life' restoration networks "
+    "(ONNX / TensorRT export toolchain and a slim runtime).",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=[
+        "trt_restore",
+        "trt_restore.export",
+        "trt_restore.export.networks",
+        "trt_restore.engines",
+        "trt_restore.calibration",
+    ],
+    package_dir={
+        "trt_restore": "runtime",
+        "trt_restore.export": "export",
+        "trt_restore.export.networks": "export/networks",
+        "trt_restore.engines": "engines",
+        "trt_restore.calibration": "calibration",
+    },
+    package_data={"trt_restore.export": ["manifests/*.json"]},
+    install_requires=[
+        "numpy>=1.24",
+        "opencv-python-headless>=4.8",
+        "onnxruntime>=1.17",
+        "pillow>=10",
+        "typer>=0.12",
+        "rich>=13",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "export": [TORCH, "onnx>=1.16", "onnxruntime>=1.17", "polygraphy>=0.49", "onnxslim>=0.1.30"],
+        "trt": ["tensorrt>=10.3", "cuda-python>=12.0"],
+        "face": ["dlib-bin>=19.24"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.3"],
+    },
+    entry_points={"console_scripts": ["trt-restore=trt_restore.cli:main"]},
+)
