@@ -1,0 +1,141 @@
+"""Run the PyTorch re-implementation on reference vectors and compare every stored output.
+
+Vector files come from the original code (../shared/reference/README.md section 3); each
+holds inputs, intermediates, outputs and a per-output tolerance in `meta`. Dispatch is on
+`meta["kind"]`; sizes are read from the arrays, never from file names.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .checkpoints import load_network
+
+
+@dataclass
+class Comparison:
+    name: str
+    max_abs: float
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return bool(np.isfinite(self.max_abs)) and self.max_abs <= self.tolerance
+
+    def __str__(self) -> str:
+        return f"{self.name}: max|diff| {self.max_abs:.3g} (tolerance {self.tolerance:g}) {'ok' if self.ok else 'FAIL'}"
+
+
+class UnknownKind(KeyError):
+    pass
+
+
+class NetworkCache:
+    """Loads each checkpoint once per run (mapping files are 150-300 MB)."""
+
+    def __init__(self, weights_root: str | Path):
+        self.weights_root = Path(weights_root)
+        self._networks: dict = {}
+
+    def __getitem__(self, tag: str):
+        if tag not in self._networks:
+            self._networks[tag] = load_network(self.weights_root, tag)
+        return self._networks[tag]
+
+
+def load_vector(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        arrays = {k: z[k] for k in z.files if k != "meta"}
+    return meta, arrays
+
+
+def discover(root: str | Path, folder: str = "vectors") -> list[Path]:
+    return sorted((Path(root) / folder).rglob("*.npz"))
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+
+def _quality(nets: NetworkCache, a: dict, meta: dict) -> dict:
+    latent = nets["VAE_A_quality"].encode(_t(a["input"]))
+    mapped = nets["mapping_quality"](latent)
+    return {"latent": latent, "mapped": mapped, "output": nets["VAE_B_quality"].decode(mapped)}
+
+
+def _vae_roundtrip(nets: NetworkCache, a: dict, meta: dict) -> dict:
+    vae = nets[meta["vae_tag"]]
+    latent = vae.encode(_t(a["input"]))
+    return {"latent": latent, "output": vae.decode(latent)}
+
+
+def _scratch(nets: NetworkCache, a: dict, meta: dict) -> dict:
+    latent = nets["VAE_A_quality"].encode(_t(a["input"]))
+    out = nets["mapping_scratch"].forward_with_intermediates(latent, _t(a["mask"]))
+    out["latent"] = latent
+    out["output"] = nets["VAE_B_scratch"].decode(out["mapped"])
+    return out
+
+
+def _hr(nets: NetworkCache, a: dict, meta: dict) -> dict:
+    latent = nets["VAE_A_quality"].encode(_t(a["input"]))
+    mapped = nets["mapping_Patch_Attention"](latent, _t(a["mask"]))
+    return {"latent": latent, "mapped": mapped, "output": nets["VAE_B_scratch"].decode(mapped)}
+
+
+def _detection(nets: NetworkCache, a: dict, meta: dict) -> dict:
+    logits = nets["detection"](_t(a["input"]))
+    return {"logits": logits, "prob": torch.sigmoid(logits)}
+
+
+def _face(tag: str) -> Callable:
+    def run(nets: NetworkCache, a: dict, meta: dict) -> dict:
+        generator = nets[tag]
+        face = _t(a["input"])
+        return {"fc_out": generator.first_conv(face), "output": generator(face)}
+    return run
+
+
+KIND_RUNNERS: dict[str, Callable] = {
+    "quality": _quality,
+    "vae_roundtrip": _vae_roundtrip,
+    "scratch": _scratch,
+    "hr": _hr,
+    "detection": _detection,
+    "face256": _face("Setting_9_epoch_100"),
+    "face512": _face("FaceSR_512"),
+}
+
+
+def tags_for(meta: dict) -> list[str]:
+    """Checkpoints a vector needs (from its meta, so the synthetic release can be minimal)."""
+    tags = list(meta.get("tags", []))
+    if "vae_tag" in meta:
+        tags.append(meta["vae_tag"])
+    return sorted(set(tags))
+
+
+def run_vector(path: str | Path, nets: NetworkCache) -> tuple[dict, list[Comparison]]:
+    """Compare every output named in meta["outputs"] within its stored tolerance."""
+    meta, arrays = load_vector(path)
+    kind = meta["kind"]
+    if kind not in KIND_RUNNERS:
+        raise UnknownKind(f"{path}: unknown vector kind {kind!r}; known: {', '.join(KIND_RUNNERS)}")
+    with torch.inference_mode():
+        produced = KIND_RUNNERS[kind](nets, arrays, meta)
+    comparisons = []
+    for name in meta["outputs"]:
+        if name not in produced:
+            comparisons.append(Comparison(name, float("inf"), meta["tolerance"][name]))
+            continue
+        got = produced[name].detach().cpu().numpy()
+        expected = arrays[name]
+        diff = float("inf") if got.shape != expected.shape else float(np.max(np.abs(got - expected)))
+        comparisons.append(Comparison(name, diff, float(meta["tolerance"][name])))
+    return meta, comparisons
