@@ -7,7 +7,7 @@ from setuptools import setup
 
 VERSION = "0.1.0"
 
-TORCH = "torch>=2.4,<=2.14.1"  # the CPU wheel on disk (2.13.0) satisfies this range
+TORCH = "torch>=2.4,<2.14"  # admits the CPU wheel on disk (2.13.0+cpu), not the multi-GB CUDA 2.14 builds
 
 setup(
     name="trt-restore",

@@ -19,12 +19,6 @@ def to_network_input(image_u8: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
 
 
-def from_network_output(x: np.ndarray) -> np.ndarray:
-    """1xCxHxW in [-1, 1] -> HxWxC uint8 (clip, no min-max stretch)."""
-    x = np.clip((x[0].transpose(1, 2, 0) + 1.0) * 0.5, 0.0, 1.0)
-    return np.rint(x * 255.0).astype(np.uint8)
-
-
 def dilate_mask(mask_u8: np.ndarray, iterations: int = HR_MASK_DILATIONS) -> np.ndarray:
     """3x3 square dilation repeated `iterations` times (HR mode widens scratches)."""
     return cv2.dilate(mask_u8, np.ones((3, 3), np.uint8), iterations=iterations)
@@ -49,3 +43,49 @@ def mask_to_network_input(mask_u8: np.ndarray) -> np.ndarray:
 def network_input_to_u8(x: np.ndarray) -> np.ndarray:
     """Inverse of `to_network_input` for inputs that came from 8-bit pixels."""
     return np.rint((x[0].transpose(1, 2, 0) * 0.5 + 0.5) * 255.0).astype(np.uint8)
+
+
+def round_to_multiple(value: float, multiple: int) -> int:
+    """Python round() (half to even) to a multiple, never below one multiple."""
+    return max(multiple, int(round(value / multiple) * multiple))
+
+
+def resize_to_multiple(image_u8: np.ndarray, multiple: int, method: str) -> np.ndarray:
+    """The original's `test_mode Full` (bilinear, multiple of 4) and detection `full_size`
+    (bicubic, multiple of 16) resizes, done with PIL as the original does; no-op if aligned."""
+    from PIL import Image
+
+    h, w = image_u8.shape[:2]
+    th, tw = round_to_multiple(h, multiple), round_to_multiple(w, multiple)
+    if (th, tw) == (h, w):
+        return image_u8
+    resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[method]
+    return np.asarray(Image.fromarray(image_u8).resize((tw, th), resample))
+
+
+def to_gray(image_u8: np.ndarray) -> np.ndarray:
+    """PIL's convert("L") (ITU-R 601 luma, integer rounding), as the detection stage does."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image_u8).convert("L"))
+
+
+def detection_size(height: int, width: int, short_side: int = 256) -> tuple[int, int]:
+    """Size the detection UNet runs at: short side 256, both sides rounded to 16."""
+    if height < width:
+        th, tw = short_side, width / height * short_side
+    else:
+        th, tw = height / width * short_side, short_side
+    return round_to_multiple(th, 16), round_to_multiple(tw, 16)
+
+
+def output_to_u8(x: np.ndarray, stretch: bool = False) -> np.ndarray:
+    """1x3xHxW tanh output -> HxWx3 uint8.
+
+    stretch=True reproduces the original's `save_image(normalize=True)`: the image is
+    min-max stretched before quantisation (floor(v*255 + 0.5))."""
+    v = (x[0].transpose(1, 2, 0).astype(np.float32) + 1.0) / 2.0
+    if stretch:
+        lo, hi = float(v.min()), float(v.max())
+        v = (v - lo) / max(hi - lo, 1e-5)
+    return np.clip(np.floor(v * 255.0 + 0.5), 0, 255).astype(np.uint8)
