@@ -121,6 +121,24 @@ def tags_for(meta: dict) -> list[str]:
     return sorted(set(tags))
 
 
+def preprocessing_checks(meta: dict, arrays: dict) -> list[Comparison]:
+    """Rebuild `input`/`mask` of scratch and HR vectors from their `aux` arrays with the
+    runtime's own preprocessing (dilation, hole painting, normalisation): must be exact."""
+    if meta["kind"] not in ("scratch", "hr") or "image_raw" not in arrays:
+        return []
+    from ..preprocess import dilate_mask, mask_to_network_input, network_input_to_u8, paint_holes, to_network_input
+
+    source = arrays["mask_undilated"] if "mask_undilated" in arrays else arrays["mask"]
+    mask_u8 = (np.rint(source[0, 0] * 255.0)).astype(np.uint8)
+    if meta["kind"] == "hr":
+        mask_u8 = dilate_mask(mask_u8)
+    painted = paint_holes(network_input_to_u8(arrays["image_raw"]), mask_u8)
+    checks = [("input (preprocessing)", to_network_input(painted), arrays["input"]),
+              ("mask (preprocessing)", mask_to_network_input(mask_u8), arrays["mask"])]
+    return [Comparison(name, float(np.max(np.abs(got - want))) if got.shape == want.shape else float("inf"), 0.0)
+            for name, got, want in checks]
+
+
 def run_vector(path: str | Path, nets: NetworkCache) -> tuple[dict, list[Comparison]]:
     """Compare every output named in meta["outputs"] within its stored tolerance."""
     meta, arrays = load_vector(path)
@@ -138,4 +156,4 @@ def run_vector(path: str | Path, nets: NetworkCache) -> tuple[dict, list[Compari
         expected = arrays[name]
         diff = float("inf") if got.shape != expected.shape else float(np.max(np.abs(got - expected)))
         comparisons.append(Comparison(name, diff, float(meta["tolerance"][name])))
-    return meta, comparisons
+    return meta, comparisons + preprocessing_checks(meta, arrays)

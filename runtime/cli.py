@@ -47,13 +47,18 @@ def fetch_weights_command(
     face_url: Optional[str] = typer.Option(None, "--face-url", help="URL of face_checkpoints.zip "
                                            "(default: the official GitHub release)."),
     no_faces: bool = typer.Option(False, "--no-faces", help="Skip the face-enhancement archive."),
+    retries: int = typer.Option(2, "--retries", min=0, help="Automatic resumes of a dropped download "
+                                "before giving up (a later run resumes too)."),
+    force: bool = typer.Option(False, "--force", help="Ignore verified.json and earlier (partial) "
+                               "downloads: re-verify every file, download archives afresh."),
 ) -> None:
     """Download the official release archives (resumable), unpack them and verify every
-    checkpoint against the shipped manifests. Needs the \\[export] extra (torch)."""
+    checkpoint against the shipped manifests. Needs the \\[export] extra (torch).
+    URLs can also be set with TRT_RESTORE_GLOBAL_URL / TRT_RESTORE_FACE_URL."""
     from .export.fetch import fetch_weights  # torch-side tool, imported on use
 
     code = fetch_weights(cache_dir=cache_dir, global_url=global_url, face_url=face_url,
-                         include_faces=not no_faces)
+                         include_faces=not no_faces, retries=retries, force=force)
     raise typer.Exit(code)
 
 
