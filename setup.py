@@ -46,7 +46,7 @@ setup(
         "export": [TORCH, "onnx>=1.16", "onnxruntime>=1.17", "polygraphy>=0.49", "onnxslim>=0.1.30"],
         "trt": ["tensorrt>=10.3", "cuda-python>=12.0"],
         "face": ["dlib-bin>=19.24"],
-        "dev": ["pytest>=8", "pytest-timeout>=2.3"],
+        "dev": ["pytest>=8"],
     },
     entry_points={"console_scripts": ["trt-restore=trt_restore.cli:main"]},
 )
