@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 import urllib.error
@@ -260,7 +261,8 @@ def _open(url: str, offset: int, validator: str | None):
         raise FetchError(f"{url}: HTTP {err.code} {err.reason}", transient=transient) from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
         reason = getattr(err, "reason", None) or err
-        raise FetchError(f"{url}: cannot connect: {reason}", transient=True) from None
+        unknown_host = isinstance(reason, socket.gaierror)  # offline or a typo: retrying won't help
+        raise FetchError(f"{url}: cannot connect: {reason}", transient=not unknown_host) from None
 
 
 def download_once(url: str, dest: Path, console=None) -> None:
@@ -424,7 +426,7 @@ def _move_into_place(staged: Path, final: Path) -> None:
 
 
 def install_archive(zip_path: Path, archive: Archive, cache_dir: Path, wanted: set[str],
-                    entries: dict[str, dict], results: dict[str, TagResult], console) -> None:
+                    entries: dict[str, dict], results: dict[str, TagResult]) -> None:
     """Unpack into staging, verify the wanted checkpoints there, move the good ones into place.
 
     Checkpoints that fail verification are left out (the file already in the cache, if
@@ -442,7 +444,7 @@ def install_archive(zip_path: Path, archive: Archive, cache_dir: Path, wanted: s
                 if tag is None:
                     _move_into_place(staging / rel, cache_dir / rel)  # not a checkpoint we know
                 elif tag in wanted:
-                    _install_checkpoint(staging, cache_dir, rel, tag, zip_path, entries, results, console)
+                    _install_checkpoint(staging, cache_dir, rel, tag, zip_path, entries, results)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     for tag in sorted(wanted - set(official[rel] for rel in targets.values() if rel in official)):
@@ -450,12 +452,11 @@ def install_archive(zip_path: Path, archive: Archive, cache_dir: Path, wanted: s
 
 
 def _install_checkpoint(staging: Path, cache_dir: Path, rel: str, tag: str, zip_path: Path,
-                        entries: dict[str, dict], results: dict[str, TagResult], console) -> None:
+                        entries: dict[str, dict], results: dict[str, TagResult]) -> None:
     """Verify one staged checkpoint and move it into place only if it passes."""
     try:
         verify_file(staging / rel, tag, shown_as=f"{rel} (from {zip_path.name})")
     except CheckpointError as err:
-        _error(console, str(err))
         results[tag] = TagResult(tag, "error", str(err))
         return
     final = cache_dir / rel
@@ -482,7 +483,7 @@ def fetch_archive(archive: Archive, cache_dir: Path, wanted: set[str], entries: 
     else:
         download(archive.url, zip_path, retries=retries, console=console)
     try:
-        install_archive(zip_path, archive, cache_dir, wanted, entries, results, console)
+        install_archive(zip_path, archive, cache_dir, wanted, entries, results)
     except FetchError as err:
         bad = _set_aside(zip_path)
         raise FetchError(f"{err} [moved to {bad.name}; the next run downloads it again]") from None
@@ -517,18 +518,26 @@ def _error(console, message: str) -> None:
     console.print(message, style="red", soft_wrap=True, markup=False, highlight=False)
 
 
+def _reason(detail: str, rel: str) -> str:
+    """The message without its leading file name, which the table shows in its own column."""
+    head, sep, tail = detail.partition(": ")
+    return tail if sep and PurePosixPath(rel).name in head else detail
+
+
 def print_summary(console, cache_dir: Path, results: dict[str, TagResult]) -> None:
-    """Per-tag table: ok / missing / error, with the file and the reason."""
+    """Per-tag table: ok / missing / error and why (file paths are in the lines above and
+    in verified.json; leaving them out keeps the table readable in an 80-column log)."""
     from rich.table import Table
     from rich.text import Text
 
     table = Table(title=f"Checkpoints in {cache_dir}", title_justify="left")
-    for column in ("tag", "file", "status", "detail"):
-        table.add_column(column, overflow="fold")
+    table.add_column("tag", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("detail", overflow="fold")
     for result in results.values():
         rel = load_manifest(result.tag).official_file
-        table.add_row(result.tag, Text(rel), Text(result.status, style=STATUS_STYLE[result.status]),
-                      Text(result.detail))
+        table.add_row(result.tag, Text(result.status, style=STATUS_STYLE[result.status]),
+                      Text(_reason(result.detail, rel)))
     console.print(table, soft_wrap=False)
 
 
@@ -578,6 +587,7 @@ def _fetch_locked(cache_dir: Path, tags: tuple[str, ...], global_url, face_url, 
                   "nothing to download.")
     for archive in todo:
         wanted = {tag for tag in archive.tags if results[tag].status != "ok"}
+        known = {tag: results[tag].detail for tag in wanted}
         try:
             fetch_archive(archive, cache_dir, wanted, entries, results, retries, force, out)
         except FetchError as failure:
@@ -585,5 +595,8 @@ def _fetch_locked(cache_dir: Path, tags: tuple[str, ...], global_url, face_url, 
             for tag in wanted:
                 if results[tag].status == "missing":
                     results[tag].detail = f"{archive.zip_name} could not be fetched (see above)"
+        for tag in sorted(wanted):  # checkpoints of the archive that failed verification
+            if results[tag].status == "error" and results[tag].detail != known[tag]:
+                _error(err, results[tag].detail)
     save_verified(cache_dir, entries)
     return results

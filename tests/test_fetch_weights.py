@@ -151,8 +151,10 @@ def one_line(text: str) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _no_backoff(monkeypatch):
+def _fast_and_wide(monkeypatch):
+    """No retry back-off; a console wide enough that table cells are not folded."""
     monkeypatch.setattr(fetch, "RETRY_BACKOFF_S", 0.0)
+    monkeypatch.setenv("COLUMNS", "300")
 
 
 # --------------------------------------------------------------------------- happy path
