@@ -65,6 +65,11 @@ class FetchError(RuntimeError):
         self.transient = transient
 
 
+class BadArchive(FetchError):
+    """The archive itself is unusable (corrupt, unsafe, wrong content): downloading it
+    again is the only remedy, unlike a full disk, which a new download would not fix."""
+
+
 @dataclass(frozen=True)
 class Archive:
     """One release archive: its URL, the project folder it unpacks into, and its tags."""
@@ -329,7 +334,10 @@ def _copy_body(response, part: Path, mode: str, offset: int, total: int | None,
                                  transient=True) from None
             if not chunk:
                 break
-            out.write(chunk)
+            try:
+                out.write(chunk)
+            except OSError as err:  # full disk: name the file, keep what was written
+                raise FetchError(f"{part}: cannot write the download: {err}") from None
             received += len(chunk)
             bar.update(len(chunk))
     return received
@@ -365,15 +373,15 @@ def open_archive(zip_path: Path) -> zipfile.ZipFile:
     try:
         archive = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, OSError, EOFError) as err:
-        raise FetchError(f"{zip_path}: not a valid zip archive ({err})") from None
+        raise BadArchive(f"{zip_path}: not a valid zip archive ({err})") from None
     try:
         bad_member = archive.testzip()
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, NotImplementedError) as err:
         archive.close()
-        raise FetchError(f"{zip_path}: corrupt archive ({type(err).__name__}: {err})") from None
+        raise BadArchive(f"{zip_path}: corrupt archive ({type(err).__name__}: {err})") from None
     if bad_member is not None:
         archive.close()
-        raise FetchError(f"{zip_path}: corrupt archive: CRC mismatch in {bad_member}")
+        raise BadArchive(f"{zip_path}: corrupt archive: CRC mismatch in {bad_member}")
     return archive
 
 
@@ -381,7 +389,7 @@ def check_member_name(name: str, zip_path: Path) -> None:
     """Zip-slip guard: refuse the whole archive if a member could land outside the cache."""
     posix = name.replace("\\", "/")
     if posix.startswith("/") or re.match(r"[A-Za-z]:", posix) or ".." in posix.split("/"):
-        raise FetchError(f"{zip_path}: unsafe member path {name!r} (absolute or '..'); refusing to unpack")
+        raise BadArchive(f"{zip_path}: unsafe member path {name!r} (absolute or '..'); refusing to unpack")
 
 
 def member_targets(archive: zipfile.ZipFile, folder: str, zip_path: Path) -> dict[str, str]:
@@ -403,7 +411,7 @@ def member_targets(archive: zipfile.ZipFile, folder: str, zip_path: Path) -> dic
         if len(parts) >= 2 and parts[0] == "checkpoints":
             targets[info.filename] = "/".join((folder, *parts))
     if not targets:
-        raise FetchError(f"{zip_path}: no checkpoints/ folder inside; is this the {folder} archive?")
+        raise BadArchive(f"{zip_path}: no checkpoints/ folder inside; is this the {folder} archive?")
     return targets
 
 
@@ -415,8 +423,10 @@ def _extract_member(archive: zipfile.ZipFile, name: str, target: Path, zip_path:
             shutil.copyfileobj(source, out, CHUNK_BYTES)
             out.flush()
             os.fsync(out.fileno())
-    except (OSError, zipfile.BadZipFile, zlib.error) as err:
-        raise FetchError(f"{zip_path}: cannot unpack {name}: {err}") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+        raise BadArchive(f"{zip_path}: cannot unpack {name}: {err}") from None
+    except OSError as err:  # full disk, permissions: not the archive's fault
+        raise FetchError(f"{target}: cannot write while unpacking {zip_path.name}: {err}") from None
 
 
 def _move_into_place(staged: Path, final: Path) -> None:
@@ -430,7 +440,8 @@ def install_archive(zip_path: Path, archive: Archive, cache_dir: Path, wanted: s
     """Unpack into staging, verify the wanted checkpoints there, move the good ones into place.
 
     Checkpoints that fail verification are left out (the file already in the cache, if
-    any, stays as it was); checkpoints not wanted (already verified) are not replaced.
+    any, stays as it was); checkpoints not wanted (already verified) are neither unpacked
+    nor replaced. One member at a time, so staging never needs more than one file's space.
     """
     official = {load_manifest(tag).official_file: tag for tag in archive.tags}
     with open_archive(zip_path) as handle:
@@ -438,16 +449,17 @@ def install_archive(zip_path: Path, archive: Archive, cache_dir: Path, wanted: s
         staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=cache_dir))
         try:
             for name, rel in targets.items():
-                _extract_member(handle, name, staging / rel, zip_path)
-            for rel in targets.values():
                 tag = official.get(rel)
+                if tag is not None and tag not in wanted:
+                    continue
+                _extract_member(handle, name, staging / rel, zip_path)
                 if tag is None:
                     _move_into_place(staging / rel, cache_dir / rel)  # not a checkpoint we know
-                elif tag in wanted:
+                else:
                     _install_checkpoint(staging, cache_dir, rel, tag, zip_path, entries, results)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    for tag in sorted(wanted - set(official[rel] for rel in targets.values() if rel in official)):
+    for tag in sorted(wanted - {official[rel] for rel in targets.values() if rel in official}):
         results[tag] = TagResult(tag, "missing", f"not in {zip_path.name}")
 
 
@@ -455,13 +467,13 @@ def _install_checkpoint(staging: Path, cache_dir: Path, rel: str, tag: str, zip_
                         entries: dict[str, dict], results: dict[str, TagResult]) -> None:
     """Verify one staged checkpoint and move it into place only if it passes."""
     try:
-        verify_file(staging / rel, tag, shown_as=f"{rel} (from {zip_path.name})")
+        entry = verify_file(staging / rel, tag, shown_as=f"{rel} (from {zip_path.name})")
     except CheckpointError as err:
         results[tag] = TagResult(tag, "error", str(err))
         return
     final = cache_dir / rel
     _move_into_place(staging / rel, final)
-    entries[tag] = {"path": rel, "sha256": sha256_of(final), **_stamp(final)}
+    entries[tag] = {"path": rel, **entry, **_stamp(final)}  # rename keeps the content
     results[tag] = TagResult(tag, "ok", f"downloaded and verified ({zip_path.name})")
 
 
@@ -484,9 +496,9 @@ def fetch_archive(archive: Archive, cache_dir: Path, wanted: set[str], entries: 
         download(archive.url, zip_path, retries=retries, console=console)
     try:
         install_archive(zip_path, archive, cache_dir, wanted, entries, results)
-    except FetchError as err:
+    except BadArchive as err:
         bad = _set_aside(zip_path)
-        raise FetchError(f"{err} [moved to {bad.name}; the next run downloads it again]") from None
+        raise BadArchive(f"{err} [moved to {bad.name}; the next run downloads it again]") from None
     if all(results[tag].status == "ok" for tag in wanted):
         zip_path.unlink(missing_ok=True)  # its content is in place and verified
         _source_file(zip_path).unlink(missing_ok=True)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from ..preprocess import (dilate_mask, detection_size, mask_to_network_input, output_to_u8, paint_holes,
                           resize_to_multiple, to_gray, to_network_input)
+from ..global_restoration import prepare_user_mask
 from .checkpoints import load_network
 
 MODES = ("quality", "scratch", "hr")
@@ -56,7 +57,7 @@ class TorchGlobalRestorer:
         self.nets = {tag: load_network(weights_root, tag) for tag in TAGS[mode]}
 
     @torch.inference_mode()
-    def restore(self, image_u8: np.ndarray, stretch: bool = False) -> GlobalResult:
+    def restore(self, image_u8: np.ndarray, stretch: bool = False, mask: np.ndarray | None = None) -> GlobalResult:
         encoder, mapping, decoder = (self.nets[t] for t in TAGS[self.mode][:3])
         if self.mode == "quality":
             image = resize_to_multiple(image_u8, 4, "bilinear")
@@ -65,7 +66,7 @@ class TorchGlobalRestorer:
             mask = painted = None
         else:
             image = resize_to_multiple(image_u8, 32 if self.mode == "hr" else 16, "bicubic")
-            mask = detect_scratches(self.nets["detection"], image)
+            mask = detect_scratches(self.nets["detection"], image) if mask is None else prepare_user_mask(mask, image)
             if self.mode == "hr":
                 mask = dilate_mask(mask)
             painted = paint_holes(image, mask)

@@ -98,7 +98,7 @@ def _handler(release: FakeRelease):
 def server():
     release = FakeRelease()
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(release))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     release.base = f"http://127.0.0.1:{httpd.server_port}"
     yield release
@@ -300,6 +300,27 @@ def test_corrupt_archive_keeps_good_files(tmp_path, server, good_zip, capsys):
     assert run(cache, server) == 0
 
 
+def test_bad_copy_in_archive_does_not_replace_verified_file(tmp_path, server, good_zip, release_root):
+    import torch
+
+    server.files[ARCHIVE] = good_zip
+    cache = tmp_path / "cache"
+    assert run(cache, server) == 0
+    checkpoint_path(cache, "VAE_A_quality").unlink()  # only this one is wanted next time
+    before = snapshot(cache, TAGS[1:])
+
+    bad_root = tmp_path / "bad"
+    for tag in TAGS:
+        target = checkpoint_path(bad_root, tag)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(checkpoint_path(release_root, tag).read_bytes())
+    torch.save({"junk": torch.zeros(1)}, checkpoint_path(bad_root, "VAE_B_quality"))
+    server.files[ARCHIVE] = make_zip(bad_root)
+    assert run(cache, server) == 0
+    assert snapshot(cache, TAGS[1:]) == before
+    assert checkpoint_path(cache, "VAE_A_quality").is_file()
+
+
 def test_not_a_zip(tmp_path, server, capsys):
     server.files[ARCHIVE] = b"<html>rate limited</html>"
     assert run(tmp_path / "cache", server) == 1
@@ -364,6 +385,49 @@ def test_connection_refused(tmp_path, capsys):
     url = "http://127.0.0.1:9/global_checkpoints.zip"  # discard port: nothing listens
     assert fetch_weights(tmp_path / "cache", global_url=url, include_faces=False, tags=TAGS, retries=0) == 1
     assert f"{url}: cannot connect" in one_line(capsys.readouterr().err)
+
+
+def test_complete_part_file_is_not_downloaded_again(tmp_path, server, good_zip):
+    """Killed between the last byte and the rename: the server answers 416 to the resume."""
+    server.files[ARCHIVE] = good_zip
+    downloads = tmp_path / "cache" / "downloads"
+    downloads.mkdir(parents=True)
+    (downloads / "global_checkpoints.zip.part").write_bytes(good_zip)
+    (downloads / "global_checkpoints.zip.source.json").write_text(json.dumps({"url": server.url()}))
+    assert run(tmp_path / "cache", server) == 0
+    assert server.ranged() == [f"bytes={len(good_zip)}-"]
+
+
+def test_partial_download_from_another_url_is_discarded(tmp_path, server, good_zip):
+    server.files[ARCHIVE] = good_zip
+    downloads = tmp_path / "cache" / "downloads"
+    downloads.mkdir(parents=True)
+    (downloads / "global_checkpoints.zip.part").write_bytes(b"x" * 100)
+    (downloads / "global_checkpoints.zip.source.json").write_text(json.dumps({"url": "http://old/mirror.zip"}))
+    assert run(tmp_path / "cache", server) == 0
+    assert server.ranged() == []
+
+
+def test_force_reverifies_everything(tmp_path, server, good_zip, monkeypatch):
+    server.files[ARCHIVE] = good_zip
+    cache = tmp_path / "cache"
+    assert run(cache, server) == 0
+    calls = []
+    original = fetch.read_state_dict
+    monkeypatch.setattr(fetch, "read_state_dict", lambda p, tag: calls.append(tag) or original(p, tag))
+    assert run(cache, server, force=True) == 0
+    assert sorted(calls) == sorted(TAGS)
+
+
+def test_second_run_on_same_cache_is_refused(tmp_path, server, capsys):
+    fcntl = pytest.importorskip("fcntl")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with open(cache / ".fetch.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert run(cache, server) == 1
+    assert "another fetch-weights run" in one_line(capsys.readouterr().err)
+    assert server.requests == []
 
 
 # --------------------------------------------------------------------------- layout & selection

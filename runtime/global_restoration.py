@@ -1,0 +1,113 @@
+"""Stage 1: global restoration (quality / scratch / HR) on any backend.
+
+Graph segments run on the backend; the attention between them runs in numpy with memory
+linear in the number of latent positions (runtime/attention.py).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import attention
+from .preprocess import dilate_mask, mask_to_network_input, output_to_u8, paint_holes, resize_to_multiple, to_network_input
+from .scratch_detection import detect_scratches
+
+MODES = ("quality", "scratch", "hr")
+SIDE_MULTIPLE = {"quality": 4, "scratch": 16, "hr": 32}
+
+
+@dataclass
+class GlobalResult:
+    restored: np.ndarray  # HxWx3 uint8
+    mask: np.ndarray | None = None  # HxW uint8 0/255 (scratch modes)
+    painted: np.ndarray | None = None  # hole-painted input (scratch modes)
+    tensors: dict = field(default_factory=dict)  # latent, mapped, output
+    timings: dict = field(default_factory=dict)  # seconds per stage
+
+
+def prepare_user_mask(mask: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """A user mask (any nonzero = scratch) resized like the photo (nearest) to 0/255 uint8."""
+    import cv2
+
+    if mask.ndim == 3:
+        mask = mask.max(axis=2)
+    mask = (mask > 0).astype(np.uint8) * 255
+    if mask.shape != image.shape[:2]:
+        mask = cv2.resize(mask, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+    return mask
+
+
+class GlobalRestorer:
+    """Runs one mode's graph segments on a backend; stateless between photos."""
+
+    def __init__(self, backend, mode: str = "quality", chunk_bytes: int = attention.DEFAULT_CHUNK_BYTES):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.backend = backend
+        self.mode = mode
+        self.chunk_bytes = chunk_bytes
+
+    def restore(self, image_u8: np.ndarray, stretch: bool = False, mask: np.ndarray | None = None) -> GlobalResult:
+        """Restore one HxWx3 uint8 photo. In the scratch modes `mask` (HxW uint8, nonzero =
+        scratch, same size as the photo) replaces the detector's mask."""
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[name] = timings.get(name, 0.0) + now - clock
+            clock = now
+
+        method = "bilinear" if self.mode == "quality" else "bicubic"
+        image = resize_to_multiple(image_u8, SIDE_MULTIPLE[self.mode], method)
+        mask = painted = None
+        if self.mode != "quality":
+            mask = detect_scratches(self.backend, image)[0] if mask is None else prepare_user_mask(mask, image)
+            if self.mode == "hr":
+                mask = dilate_mask(mask)
+            painted = paint_holes(image, mask)
+            lap("detection")
+        latent = self.backend.run("vae_a_quality_encoder", {"image": to_network_input(painted if mask is not None else image)})["latent"]
+        lap("encode")
+        if self.mode == "quality":
+            mapped = self.backend.run("mapping_quality", {"latent": latent})["mapped"]
+        elif self.mode == "scratch":
+            mapped = self._scratch_mapping(latent, mask_to_network_input(mask), lap)
+        else:
+            mapped = self._hr_mapping(latent, mask_to_network_input(mask), lap)
+        lap("mapping")
+        decoder = "vae_b_quality_decoder" if self.mode == "quality" else "vae_b_scratch_decoder"
+        output = self.backend.run(decoder, {"latent": mapped})["output"]
+        lap("decode")
+        restored = output_to_u8(output, stretch)
+        return GlobalResult(restored, mask, painted, {"latent": latent, "mapped": mapped, "output": output}, timings)
+
+    def _scratch_mapping(self, latent: np.ndarray, mask: np.ndarray, lap) -> np.ndarray:
+        head = self.backend.run("mapping_scratch_head", {"latent": latent})
+        x = head["x"]
+        _, channels, h, w = x.shape
+        valid = attention.valid_positions(mask, h, w)
+        lap("mapping")
+        attended = attention.masked_attention(head["theta"][0].reshape(channels, -1), head["phi"][0].reshape(channels, -1),
+                                              head["g"][0].reshape(channels, -1), valid.reshape(-1) > 0.5,
+                                              self.chunk_bytes).reshape(1, channels, h, w)
+        lap("attention")
+        return self.backend.run("mapping_scratch_tail", {"x": x, "attended": attended, "valid": valid})["mapped"]
+
+    def _hr_mapping(self, latent: np.ndarray, mask: np.ndarray, lap) -> np.ndarray:
+        h, w = latent.shape[2:]
+        hole = attention.binarised_mask(mask, h, w)
+        out = self.backend.run("mapping_hr_head", {"latent": latent})
+        z, x = out["z"], out["x"]
+        for patch_size, graph in ((8, "mapping_hr_step1"), (4, "mapping_hr_step2"), (2, "mapping_hr_tail")):
+            lap("mapping")
+            composed = attention.patch_match(x[0], hole[0, 0], patch_size, self.chunk_bytes)[None]
+            lap("attention")
+            out = self.backend.run(graph, {"z": z, "composed": composed, "hole": hole})
+            if graph == "mapping_hr_tail":
+                return out["mapped"]
+            z, x = out["z_next"], out["x_next"]
+        raise AssertionError("unreachable")

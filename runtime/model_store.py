@@ -1,0 +1,52 @@
+"""The exported model directory: `models.json` plus one ONNX file per graph segment."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+MANIFEST_NAME = "models.json"
+
+GRAPHS_FOR_MODE = {
+    "quality": ("vae_a_quality_encoder", "mapping_quality", "vae_b_quality_decoder"),
+    "scratch": ("detection", "vae_a_quality_encoder", "mapping_scratch_head", "mapping_scratch_tail",
+                "vae_b_scratch_decoder"),
+    "hr": ("detection", "vae_a_quality_encoder", "mapping_hr_head", "mapping_hr_step1", "mapping_hr_step2",
+           "mapping_hr_tail", "vae_b_scratch_decoder"),
+}
+
+
+class ModelStoreError(FileNotFoundError):
+    pass
+
+
+@dataclass
+class ModelStore:
+    root: Path
+    manifest: dict
+
+    @classmethod
+    def open(cls, root: str | Path) -> "ModelStore":
+        root = Path(root).expanduser()
+        path = root / MANIFEST_NAME
+        if not path.is_file():
+            raise ModelStoreError(f"{path}: no model manifest; create it with "
+                                  f"`trt-restore export --weights WEIGHTS -o {root}`")
+        try:
+            manifest = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ModelStoreError(f"{path}: unreadable model manifest ({err})") from None
+        return cls(root, manifest)
+
+    def graph_path(self, name: str) -> Path:
+        entry = self.manifest.get("graphs", {}).get(name)
+        if entry is None:
+            raise ModelStoreError(f"{self.root}: graph {name!r} was not exported; re-run `trt-restore export`")
+        path = self.root / entry["file"]
+        if not path.is_file():
+            raise ModelStoreError(f"{path}: listed in {MANIFEST_NAME} but missing")
+        return path
+
+    def missing_for(self, mode: str) -> list[str]:
+        graphs = self.manifest.get("graphs", {})
+        return [n for n in GRAPHS_FOR_MODE[mode] if n not in graphs or not (self.root / graphs[n]["file"]).is_file()]
