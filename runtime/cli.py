@@ -112,6 +112,136 @@ def reference_restore_command(
     raise typer.Exit(1 if failures else 0)
 
 
+DEFAULT_MODELS_HELP = "Exported model directory (default: $TRT_RESTORE_MODELS or ~/.cache/trt-restore/models)."
+
+
+@app.command("restore")
+def restore_command(
+    inputs: list[str] = typer.Argument(..., help="Photos, folders of photos, or quoted globs ('scans/*.tif')."),
+    output_dir: Path = typer.Option(..., "--output", "-o", help="Folder for the restored photos (PNG, same stem)."),
+    scratch: bool = typer.Option(False, "--scratch", help="Detect scratches and inpaint them (scratch mode)."),
+    hr: bool = typer.Option(False, "--hr", help="Scratch mode with patch attention, for high-resolution photos "
+                            "(sides are rounded to multiples of 32)."),
+    backend: str = typer.Option("auto", "--backend", help="auto | ort | trt. auto uses TensorRT when a GPU and "
+                                "engines are present, else onnxruntime on the CPU."),
+    models: Optional[Path] = typer.Option(None, "--models", "-m", help=DEFAULT_MODELS_HELP),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for onnxruntime "
+                                          "(default: all cores available to this process)."),
+    masks: Optional[Path] = typer.Option(None, "--masks", help="Folder of hand-made scratch masks (same stem as "
+                                         "the photo, white = scratch); photos without one use the detector."),
+    save_stages: bool = typer.Option(False, "--save-stages", help="Also write <stem>_mask.png and "
+                                     "<stem>_painted.png (scratch modes)."),
+    minmax: bool = typer.Option(False, "--minmax", help="Min-max stretch each output like the original's "
+                                "save_image(normalize=True); default clips to the valid range."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (default: skip photos "
+                                   "whose output exists, so an interrupted batch resumes)."),
+) -> None:
+    """Restore photos (global stage: quality, scratch or HR mode) with the exported models.
+
+    Every photo is processed on its own: a bad file is reported on one line and the batch
+    goes on. Exit code 0 when all photos were restored, 1 when some failed, 2 on usage errors.
+    Outputs are written atomically; an input is never overwritten."""
+    from .inputs import expand_inputs, output_path
+    from .io import read_image, write_image
+    from .restorer import DEFAULT_MODELS, Restorer
+
+    photos, problems = expand_inputs(inputs)
+    for problem in problems:
+        typer.echo(f"error: {problem}", err=True)
+    if not photos:
+        typer.echo("error: no input photos", err=True)
+        raise typer.Exit(2)
+    mode = "hr" if hr else "scratch" if scratch else "quality"
+    try:
+        restorer = Restorer(models or DEFAULT_MODELS, backend=backend, mode=mode, threads=threads, stretch=minmax)
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2)
+    reason = getattr(restorer.backend, "fallback_reason", None)
+    typer.echo(f"{mode} mode on {restorer.backend.describe()}" + (f" ({reason})" if reason else ""), err=True)
+    inputs_resolved = {p.resolve() for p in photos}
+    failures = len(problems)
+    skipped = 0
+    with _progress() as progress:
+        batch = progress.add_task(f"restoring ({mode})", total=len(photos))
+        for photo in photos:
+            target = output_path(photo, output_dir)
+            progress.update(batch, description=f"{photo.name}")
+            if target.resolve() in inputs_resolved:
+                typer.echo(f"error: {photo}: output {target} would overwrite an input; choose another -o", err=True)
+                failures += 1
+                progress.advance(batch)
+                continue
+            if target.exists() and not overwrite:
+                skipped += 1
+                progress.advance(batch)
+                continue
+            try:
+                image = read_image(photo)
+                user_mask = None
+                if masks is not None and mode != "quality":
+                    candidates = sorted(masks.glob(f"{photo.stem}.*"))
+                    user_mask = read_image(candidates[0])[:, :, 0] if candidates else None
+                result = restorer.restore_with_stages(image, mask=user_mask)
+                if save_stages and result.mask is not None:
+                    write_image(output_path(photo, output_dir, "_mask"), result.mask)
+                    write_image(output_path(photo, output_dir, "_painted"), result.painted)
+                write_image(target, result.restored)
+            except Exception as err:  # noqa: BLE001 - one bad photo must not stop the batch
+                failures += 1
+                message = str(err) if str(photo) in str(err) else f"{photo}: {err}"
+                progress.console.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
+            progress.advance(batch)
+    restored = len(photos) + len(problems) - failures - skipped
+    note = f", {skipped} skipped (output exists; --overwrite to redo)" if skipped else ""
+    typer.echo(f"{restored} restored, {failures} failed{note} -> {output_dir}", err=True)
+    raise typer.Exit(1 if failures else 0)
+
+
+@app.command("export")
+def export_command(
+    weights: Path = typer.Option(..., "--weights", "-w", help="Root of the official checkpoint layout "
+                                 "(what fetch-weights writes)."),
+    output_dir: Optional[Path] = typer.Option(None, "--output", "-o", help=DEFAULT_MODELS_HELP),
+    graphs: Optional[list[str]] = typer.Option(None, "--graph", help="Only these graphs (repeatable)."),
+    faces: bool = typer.Option(True, "--faces/--no-faces", help="Also export the face generators (2 x 370 MB)."),
+) -> None:
+    """Export every network to ONNX (opset 17, dynamic batch/height/width), check, simplify
+    with onnxslim, validate against PyTorch on two shapes and write models.json. Needs \\[export]."""
+    from .export.checkpoints import CheckpointError
+    from .export.graphs import GRAPH_BY_NAME, GRAPHS
+    from .export.onnx_export import ExportError, ExportPlan, export_all
+    from .restorer import DEFAULT_MODELS
+
+    chosen = [GRAPH_BY_NAME[g] for g in graphs] if graphs else [g for g in GRAPHS if faces or g.multiple < 256]
+    target = output_dir or DEFAULT_MODELS
+    with _progress() as progress:
+        task = progress.add_task("exporting", total=len(chosen))
+
+        def advance(name: str) -> None:
+            progress.update(task, description=f"exporting {name}", completed=[g.name for g in chosen].index(name))
+
+        try:
+            export_all(ExportPlan(weights, target, tuple(chosen)), on_progress=advance)
+        except (CheckpointError, ExportError) as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1)
+        progress.update(task, completed=len(chosen), description="exported")
+    typer.echo(f"{len(chosen)} graph(s) written to {target}")
+
+
+@app.command("doctor")
+def doctor_command(
+    models: Optional[Path] = typer.Option(None, "--models", "-m", help=DEFAULT_MODELS_HELP),
+) -> None:
+    """Show what is installed, which execution providers and GPU exist, and which models are ready."""
+    from .doctor import report
+
+    from .restorer import DEFAULT_MODELS
+
+    typer.echo(report(models or DEFAULT_MODELS))
+
+
 def _progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

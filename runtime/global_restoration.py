@@ -63,9 +63,9 @@ class GlobalRestorer:
 
         method = "bilinear" if self.mode == "quality" else "bicubic"
         image = resize_to_multiple(image_u8, SIDE_MULTIPLE[self.mode], method)
-        mask = painted = None
+        user_mask, mask, painted = mask, None, None
         if self.mode != "quality":
-            mask = detect_scratches(self.backend, image)[0] if mask is None else prepare_user_mask(mask, image)
+            mask = detect_scratches(self.backend, image)[0] if user_mask is None else prepare_user_mask(user_mask, image)
             if self.mode == "hr":
                 mask = dilate_mask(mask)
             painted = paint_holes(image, mask)

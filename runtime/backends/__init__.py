@@ -25,7 +25,10 @@ def create_backend(kind: str, models_dir, threads: int | None = None) -> Backend
     if kind in ("ort", "auto"):
         from .onnxruntime_backend import OrtBackend
 
-        return OrtBackend(models_dir, threads=threads)
+        backend = OrtBackend(models_dir, threads=threads)
+        if kind == "auto":
+            backend.fallback_reason = "TensorRT backend not available in this version; using onnxruntime (CPU)"
+        return backend
     if kind == "trt":
         raise RuntimeError("the TensorRT backend is not implemented yet; use --backend ort")
     raise ValueError(f"unknown backend {kind!r} (choose auto, ort or trt)")

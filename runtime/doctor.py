@@ -1,0 +1,59 @@
+"""`trt-restore doctor`: versions, providers, GPU and model availability, without importing torch."""
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import importlib.util
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+PACKAGES = ("trt-restore", "numpy", "opencv-python-headless", "pillow", "onnxruntime", "onnx", "onnxslim",
+            "polygraphy", "torch", "tensorrt", "cuda-python", "dlib-bin")
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _gpu() -> str:
+    if not shutil.which("nvidia-smi"):
+        return "none (nvidia-smi not found)"
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or out.stderr.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError) as err:
+        return f"nvidia-smi failed: {err}"
+
+
+def _models(root: Path) -> list[str]:
+    from .model_store import GRAPHS_FOR_MODE, ModelStore, ModelStoreError
+
+    try:
+        store = ModelStore.open(root)
+    except ModelStoreError as err:
+        return [f"  {err}"]
+    lines = [f"  {root}: {len(store.manifest.get('graphs', {}))} graph(s), exported with "
+             f"{store.manifest.get('versions', {})}"]
+    for mode in GRAPHS_FOR_MODE:
+        missing = store.missing_for(mode)
+        lines.append(f"  {mode:8s} {'ready' if not missing else 'missing ' + ', '.join(missing)}")
+    return lines
+
+
+def report(models: Path) -> str:
+    lines = [f"python      {platform.python_version()} ({platform.machine()}, {platform.system()})"]
+    lines += [f"{name:24s}{_version(name)}" for name in PACKAGES]
+    if importlib.util.find_spec("onnxruntime"):
+        import onnxruntime
+
+        lines.append(f"onnxruntime providers   {', '.join(onnxruntime.get_available_providers())}")
+    lines.append(f"GPU                     {_gpu()}")
+    lines.append("TensorRT engines        none cached (TensorRT backend not available yet)")
+    lines.append("models")
+    lines += _models(Path(models).expanduser())
+    return "\n".join(lines)
