@@ -51,3 +51,19 @@ def _torch_threads():
     except ImportError:
         return
     torch.set_num_threads(2)
+
+
+GLOBAL_TAGS = ("VAE_A_quality", "VAE_B_quality", "VAE_B_scratch", "mapping_quality", "mapping_scratch",
+               "mapping_Patch_Attention", "detection")
+
+
+@pytest.fixture(scope="session")
+def exported_models(synthetic_release, tmp_path_factory) -> Path:
+    """All global graphs exported once per session from the synthetic release (~45 s)."""
+    from trt_restore.export.graphs import GRAPHS
+    from trt_restore.export.onnx_export import ExportPlan, export_all
+
+    synthetic_release.ensure(*GLOBAL_TAGS)
+    out = tmp_path_factory.mktemp("models")
+    export_all(ExportPlan(synthetic_release.root, out, tuple(g for g in GRAPHS if g.multiple < 256)))
+    return out
