@@ -20,6 +20,7 @@ import torch
 
 from .checkpoints import load_network
 from .graphs import GRAPHS, GraphSpec, example_inputs
+from .layer_export import export_layers
 from .manifests import checkpoint_path
 
 OPSET = 17
@@ -125,6 +126,7 @@ class ExportPlan:
     weights_root: Path
     out_dir: Path
     graphs: tuple[GraphSpec, ...] = GRAPHS
+    tiled_layers: bool = True  # per-layer graphs for exact tiled execution (runtime/tiling)
 
 
 def export_all(plan: ExportPlan, on_progress: Callable[[str], None] = lambda name: None) -> dict:
@@ -155,6 +157,9 @@ def export_all(plan: ExportPlan, on_progress: Callable[[str], None] = lambda nam
             on_progress(spec.name)
             graphs[spec.name] = export_graph(spec, network, plan.out_dir)
             graphs[spec.name]["checkpoint_sha256"] = checkpoints[tag]["sha256"]
+        if plan.tiled_layers:
+            on_progress(f"{tag} layers")
+            manifest.setdefault("layers", {}).update(export_layers({tag: network}, plan.out_dir))
         del network
     tmp = manifest_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(manifest, indent=2))

@@ -219,7 +219,9 @@ def export_command(
         task = progress.add_task("exporting", total=len(chosen))
 
         def advance(name: str) -> None:
-            progress.update(task, description=f"exporting {name}", completed=[g.name for g in chosen].index(name))
+            names = [g.name for g in chosen]
+            done = names.index(name) if name in names else None
+            progress.update(task, description=f"exporting {name}", completed=done)
 
         try:
             export_all(ExportPlan(weights, target, tuple(chosen)), on_progress=advance)

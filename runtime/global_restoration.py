@@ -70,44 +70,89 @@ class GlobalRestorer:
                 mask = dilate_mask(mask)
             painted = paint_holes(image, mask)
             lap("detection")
-        latent = self.backend.run("vae_a_quality_encoder", {"image": to_network_input(painted if mask is not None else image)})["latent"]
+        runner = self._runner()
+        latent = runner.run("vae_a_quality_encoder", {"image": runner.from_array(
+            to_network_input(painted if mask is not None else image))})["latent"]
         lap("encode")
         if self.mode == "quality":
-            mapped = self.backend.run("mapping_quality", {"latent": latent})["mapped"]
+            mapped = runner.run("mapping_quality", {"latent": latent})["mapped"]
         elif self.mode == "scratch":
-            mapped = self._scratch_mapping(latent, mask_to_network_input(mask), lap)
+            mapped = self._scratch_mapping(runner, latent, mask_to_network_input(mask), lap)
         else:
-            mapped = self._hr_mapping(latent, mask_to_network_input(mask), lap)
+            mapped = self._hr_mapping(runner, latent, mask_to_network_input(mask), lap)
         lap("mapping")
         decoder = "vae_b_quality_decoder" if self.mode == "quality" else "vae_b_scratch_decoder"
-        output = self.backend.run(decoder, {"latent": mapped})["output"]
+        output = runner.to_array(runner.run(decoder, {"latent": mapped})["output"])
         lap("decode")
         restored = output_to_u8(output, stretch)
-        return GlobalResult(restored, mask, painted, {"latent": latent, "mapped": mapped, "output": output}, timings)
+        tensors = {"latent": runner.to_array(latent), "mapped": runner.to_array(mapped), "output": output}
+        runner.close()
+        return GlobalResult(restored, mask, painted, tensors, timings)
 
-    def _scratch_mapping(self, latent: np.ndarray, mask: np.ndarray, lap) -> np.ndarray:
-        head = self.backend.run("mapping_scratch_head", {"latent": latent})
-        x = head["x"]
-        _, channels, h, w = x.shape
+    def _runner(self):
+        """How graph segments run: whole arrays here; strips in the tiled subclass."""
+        return ArrayRunner(self.backend, self.chunk_bytes)
+
+    def _scratch_mapping(self, runner, latent, mask: np.ndarray, lap):
+        head = runner.run("mapping_scratch_head", {"latent": latent})
+        channels, h, w = runner.shape(head["x"])
         valid = attention.valid_positions(mask, h, w)
         lap("mapping")
-        attended = attention.masked_attention(head["theta"][0].reshape(channels, -1), head["phi"][0].reshape(channels, -1),
-                                              head["g"][0].reshape(channels, -1), valid.reshape(-1) > 0.5,
+        flat = {name: runner.to_array(head[name])[0].reshape(channels, -1) for name in ("theta", "phi", "g")}
+        for name in ("theta", "phi", "g"):
+            runner.release(head[name])
+        attended = attention.masked_attention(flat["theta"], flat["phi"], flat["g"], valid.reshape(-1) > 0.5,
                                               self.chunk_bytes).reshape(1, channels, h, w)
+        del flat
         lap("attention")
-        return self.backend.run("mapping_scratch_tail", {"x": x, "attended": attended, "valid": valid})["mapped"]
+        inputs = {"x": head["x"], "attended": runner.from_array(attended), "valid": runner.from_array(valid)}
+        return runner.run("mapping_scratch_tail", inputs)["mapped"]
 
-    def _hr_mapping(self, latent: np.ndarray, mask: np.ndarray, lap) -> np.ndarray:
-        h, w = latent.shape[2:]
-        hole = attention.binarised_mask(mask, h, w)
-        out = self.backend.run("mapping_hr_head", {"latent": latent})
+    def _hr_mapping(self, runner, latent, mask: np.ndarray, lap):
+        _, h, w = runner.shape(latent)
+        hole_array = attention.binarised_mask(mask, h, w)
+        hole = runner.from_array(hole_array)
+        out = runner.run("mapping_hr_head", {"latent": latent})
         z, x = out["z"], out["x"]
         for patch_size, graph in ((8, "mapping_hr_step1"), (4, "mapping_hr_step2"), (2, "mapping_hr_tail")):
             lap("mapping")
-            composed = attention.patch_match(x[0], hole[0, 0], patch_size, self.chunk_bytes)[None]
+            composed = runner.patch_match(x, hole_array[0, 0], patch_size)
+            runner.release(x)
             lap("attention")
-            out = self.backend.run(graph, {"z": z, "composed": composed, "hole": hole})
+            out = runner.run(graph, {"z": z, "composed": composed, "hole": hole})
             if graph == "mapping_hr_tail":
                 return out["mapped"]
             z, x = out["z_next"], out["x_next"]
         raise AssertionError("unreachable")
+
+
+class ArrayRunner:
+    """Runs whole graph segments on the backend; values are (1, C, H, W) arrays."""
+
+    def __init__(self, backend, chunk_bytes: int):
+        self.backend = backend
+        self.chunk_bytes = chunk_bytes
+
+    def run(self, graph: str, inputs: dict) -> dict:
+        return self.backend.run(graph, inputs)
+
+    @staticmethod
+    def shape(value) -> tuple[int, int, int]:
+        return tuple(value.shape[1:])
+
+    @staticmethod
+    def to_array(value) -> np.ndarray:
+        return value
+
+    @staticmethod
+    def from_array(array: np.ndarray):
+        return array
+
+    def patch_match(self, x, hole: np.ndarray, size: int):
+        return attention.patch_match(x[0], hole, size, self.chunk_bytes)[None]
+
+    def release(self, value) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

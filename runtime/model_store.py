@@ -47,6 +47,16 @@ class ModelStore:
             raise ModelStoreError(f"{path}: listed in {MANIFEST_NAME} but missing")
         return path
 
+    def layer_path(self, layer: str) -> Path:
+        entry = self.manifest.get("layers", {}).get(layer)
+        if entry is None:
+            raise ModelStoreError(f"{self.root}: per-layer graph {layer!r} missing (tiled execution needs "
+                                  f"`trt-restore export` with tiled layers)")
+        return self.root / entry["file"]
+
+    def has_layers(self) -> bool:
+        return bool(self.manifest.get("layers"))
+
     def missing_for(self, mode: str) -> list[str]:
         graphs = self.manifest.get("graphs", {})
         return [n for n in GRAPHS_FOR_MODE[mode] if n not in graphs or not (self.root / graphs[n]["file"]).is_file()]

@@ -25,7 +25,7 @@ class OrtBackend:
         self._sessions: dict = {}
         self._lock = threading.Lock()
 
-    def _session(self, graph: str):
+    def _session(self, graph: str, path=None):
         with self._lock:
             if graph not in self._sessions:
                 options = self._ort.SessionOptions()
@@ -33,7 +33,7 @@ class OrtBackend:
                 options.inter_op_num_threads = 1
                 options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
                 self._sessions[graph] = self._ort.InferenceSession(
-                    str(self.store.graph_path(graph)), options, providers=["CPUExecutionProvider"])
+                    str(path or self.store.graph_path(graph)), options, providers=["CPUExecutionProvider"])
             return self._sessions[graph]
 
     def run(self, graph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -41,6 +41,11 @@ class OrtBackend:
         names = [o.name for o in session.get_outputs()]
         feed = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()}
         return dict(zip(names, session.run(names, feed)))
+
+    def run_layer(self, layer: str, x: np.ndarray) -> np.ndarray:
+        """One per-layer graph of the tiled executor on one strip."""
+        session = self._session("layer:" + layer, self.store.layer_path(layer))
+        return session.run(None, {"x": x})[0]
 
     def describe(self) -> str:
         return f"onnxruntime {self._ort.__version__} CPU, {self.threads} thread(s), models in {self.store.root}"

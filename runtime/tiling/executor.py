@@ -1,0 +1,199 @@
+"""Interpret a layer program strip by strip with full-frame InstanceNorm statistics.
+
+Each `Conv` reads full-width strips of its sources (plus the halo rows its kernel needs,
+reflected or zero at the frame edge, after applying the sources' pending normalisation),
+runs its per-layer graph, writes the raw output once and accumulates per-channel mean and
+M2 (Chan's parallel update, float64) on the way. `Norm` then only records (mean, 1/std);
+the next reader applies it. Memory: the maps themselves (spilled to disk beyond a budget)
+plus one strip per layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .programs import EPS, AddInto, Blend, Conv, Copy, Norm
+from .store import FrameStore
+
+DEFAULT_STRIP_BYTES = 256 << 20
+
+
+@dataclass
+class Frame:
+    store: FrameStore
+    mean: np.ndarray | None = None  # pending normalisation, per channel
+    inv_std: np.ndarray | None = None
+    relu: bool = False
+    count: int = 0  # statistics accumulated while the raw map was written
+    stat_mean: np.ndarray | None = None
+    stat_m2: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.store.channels, self.store.height, self.store.width
+
+    def effective(self, rows: np.ndarray) -> np.ndarray:
+        """Apply the pending normalisation/ReLU to raw (rows, C, W) values (new array)."""
+        out = np.array(rows, dtype=np.float32, copy=True)
+        if self.mean is not None:
+            out -= self.mean[None, :, None]
+            out *= self.inv_std[None, :, None]
+        if self.relu:
+            np.maximum(out, 0.0, out=out)
+        return out
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.effective(self.store.read(start, stop))
+
+    def accumulate(self, rows: np.ndarray) -> None:
+        """Chan et al. parallel mean/M2 update with one strip of raw output."""
+        values = rows.astype(np.float64)
+        n = values.shape[0] * values.shape[2]
+        mean = values.mean(axis=(0, 2))
+        m2 = ((values - mean[None, :, None]) ** 2).sum(axis=(0, 2))
+        if self.count == 0:
+            self.count, self.stat_mean, self.stat_m2 = n, mean, m2
+            return
+        total = self.count + n
+        delta = mean - self.stat_mean
+        self.stat_mean = self.stat_mean + delta * (n / total)
+        self.stat_m2 = self.stat_m2 + m2 + delta ** 2 * (self.count * n / total)
+        self.count = total
+
+    def close(self) -> None:
+        self.store.close()
+
+
+@dataclass
+class ExecutorConfig:
+    strip_rows: int | None = None  # fixed strip height (rows of each layer's output), else from strip_bytes
+    strip_bytes: int = DEFAULT_STRIP_BYTES
+    ram_map_bytes: int = 1 << 30  # maps larger than this are spilled to disk
+    spill_dir: str | None = None
+
+
+@dataclass
+class TiledExecutor:
+    """Runs programs with `run_layer(layer, x) -> y` (one per-layer graph call per strip)."""
+
+    run_layer: object
+    config: ExecutorConfig = field(default_factory=ExecutorConfig)
+
+    def new_frame(self, channels: int, height: int, width: int) -> Frame:
+        on_disk = channels * height * width * 4 > self.config.ram_map_bytes
+        return Frame(FrameStore(channels, height, width, on_disk=on_disk, spill_dir=self.config.spill_dir))
+
+    def frame_from_array(self, array: np.ndarray) -> Frame:
+        """(1, C, H, W) array -> Frame."""
+        _, c, h, w = array.shape
+        frame = self.new_frame(c, h, w)
+        rows = max(1, (64 << 20) // max(1, c * w * 4))
+        for start in range(0, h, rows):
+            frame.store.write(start, array[0, :, start:start + rows].transpose(1, 0, 2))
+        return frame
+
+    @staticmethod
+    def array_from_frame(frame: Frame) -> np.ndarray:
+        c, h, w = frame.shape
+        return frame.read(0, h).transpose(1, 0, 2)[None].copy()
+
+    # ---- strip reading -------------------------------------------------------------
+    @staticmethod
+    def _read_padded(frame: Frame, start: int, stop: int, pad: str) -> np.ndarray:
+        """Effective rows [start, stop) of `frame`, rows outside the frame reflected or zero."""
+        height = frame.shape[1]
+        index = np.arange(start, stop)
+        inside = (index >= 0) & (index < height)
+        if pad == "reflect":
+            index = np.abs(index)
+            index = np.where(index >= height, 2 * (height - 1) - index, index)
+            inside[:] = True
+        lo, hi = int(index[inside].min()), int(index[inside].max()) + 1
+        block = frame.read(lo, hi)
+        out = np.zeros((stop - start,) + block.shape[1:], dtype=np.float32)
+        out[inside] = block[index[inside] - lo]
+        return out
+
+    def _strip_rows(self, conv: Conv, width: int) -> int:
+        if self.config.strip_rows:
+            rows = self.config.strip_rows
+        else:
+            per_position = 4 * (conv.in_channels * (conv.kernel ** 2 + conv.stride ** 2) + 2 * conv.out_channels)
+            rows = self.config.strip_bytes // max(1, per_position * width)
+        return max(2, rows - rows % 2)
+
+    # ---- ops -------------------------------------------------------------------------
+    def _conv(self, op: Conv, frames: dict[str, Frame]) -> Frame:
+        sources = [frames[name] for name in op.sources]
+        _, height, width = sources[0].shape
+        if op.transposed:
+            out_h, out_w = 2 * height, 2 * width
+        elif op.stride == 2:
+            out_h, out_w = height // 2, width // 2
+        else:
+            out_h, out_w = height, width
+        target = self.new_frame(op.out_channels, out_h, out_w)
+        step = self._strip_rows(op, out_w)
+        for start in range(0, out_h, step):
+            stop = min(out_h, start + step)
+            if op.transposed:
+                lo, hi = start // 2 - 1, (stop + 1) // 2 + 1
+            elif op.stride == 2:
+                lo, hi = 2 * start - 1, 2 * stop + 1
+            else:
+                lo, hi = start - op.padding, stop + op.padding
+            strip = np.concatenate([self._read_padded(s, lo, hi, op.pad) for s in sources], axis=1)
+            y = self.run_layer(op.layer, np.ascontiguousarray(strip.transpose(1, 0, 2)[None]))[0]
+            if op.transposed:
+                offset = start - 2 * lo
+                y = y[:, offset:offset + (stop - start)]
+            rows = y.transpose(1, 0, 2)
+            target.store.write(start, rows)
+            target.accumulate(rows)
+        return target
+
+    def _pointwise(self, shape, combine, reads: list[Frame], target: Frame | None = None) -> Frame:
+        channels, height, width = shape
+        out = target if target is not None else self.new_frame(channels, height, width)
+        step = max(1, (64 << 20) // max(1, channels * width * 4))
+        for start in range(0, height, step):
+            stop = min(height, start + step)
+            out.store.write(start, combine(*[f.read(start, stop) for f in reads]))
+        return out
+
+    def run(self, program: list, frames: dict[str, Frame]) -> dict[str, Frame]:
+        """Execute `program`, mutating and returning `frames` (name -> Frame)."""
+
+        def assign(name: str, frame: Frame) -> None:
+            old = frames.get(name)
+            if old is not None and old is not frame and all(f is not old for k, f in frames.items() if k != name):
+                old.close()
+            frames[name] = frame
+
+        for op in program:
+            if isinstance(op, Conv):
+                assign(op.target, self._conv(op, frames))
+            elif isinstance(op, Norm):
+                frame = frames[op.target]
+                if frame.count == 0 or frame.mean is not None:
+                    raise RuntimeError(f"Norm of {op.target}: no fresh statistics")
+                frame.mean = frame.stat_mean.astype(np.float32)
+                frame.inv_std = (1.0 / np.sqrt(frame.stat_m2 / frame.count + EPS)).astype(np.float32)
+                frame.relu = op.relu
+            elif isinstance(op, AddInto):
+                target, source = frames[op.target], frames[op.source]
+                self._pointwise(target.shape, lambda a, b: a + b, [target, source], target=target)
+                target.mean = target.inv_std = None
+                target.relu = False
+                target.count = 0
+            elif isinstance(op, Copy):
+                source = frames[op.source]
+                assign(op.target, self._pointwise(source.shape, lambda a: a, [source]))
+            elif isinstance(op, Blend):
+                keep = frames[op.keep]
+                assign(op.target, self._pointwise(keep.shape, lambda v, k, o: v * k + (1.0 - v) * o,
+                                                  [frames[op.valid], keep, frames[op.other]]))
+            else:
+                raise TypeError(f"unknown op {op!r}")
+        return frames

@@ -1,0 +1,87 @@
+"""Graph segments run as layer programs on strips, values kept as Frames (GlobalRestorer hook)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..global_restoration import GlobalRestorer
+from .executor import ExecutorConfig, Frame, TiledExecutor
+from .patch_match import patch_match_frames
+from .programs import PROGRAMS
+
+OUTPUTS = {
+    "vae_a_quality_encoder": ("latent",),
+    "vae_b_quality_decoder": ("output",),
+    "vae_b_scratch_decoder": ("output",),
+    "mapping_quality": ("mapped",),
+    "mapping_scratch_head": ("x", "theta", "phi", "g"),
+    "mapping_scratch_tail": ("mapped",),
+    "mapping_hr_head": ("z", "x"),
+    "mapping_hr_step1": ("z_next", "x_next"),
+    "mapping_hr_step2": ("z_next", "x_next"),
+    "mapping_hr_tail": ("mapped",),
+}
+DECODERS = ("vae_b_quality_decoder", "vae_b_scratch_decoder")
+
+
+class FrameRunner:
+    """Same interface as ArrayRunner, executing strip by strip."""
+
+    def __init__(self, backend, config: ExecutorConfig):
+        self.executor = TiledExecutor(backend.run_layer, config)
+        self._owned: list[Frame] = []
+
+    def run(self, graph: str, inputs: dict) -> dict:
+        frames = dict(inputs)
+        self.executor.run(PROGRAMS[graph](), frames)
+        outputs = {name: frames[name] for name in OUTPUTS[graph]}
+        keep = set(map(id, outputs.values())) | set(map(id, inputs.values()))
+        for frame in frames.values():
+            if id(frame) not in keep:
+                frame.close()
+        if graph in DECODERS:  # the decoder ends in tanh, applied on the (3-channel) result
+            frame = outputs["output"]
+            outputs["output"] = np.tanh(self.executor.array_from_frame(frame))
+            frame.close()
+        self._owned.extend(f for f in outputs.values() if isinstance(f, Frame))
+        return outputs
+
+    @staticmethod
+    def shape(value) -> tuple[int, int, int]:
+        return value.shape if isinstance(value, Frame) else tuple(value.shape[1:])
+
+    def to_array(self, value) -> np.ndarray:
+        return self.executor.array_from_frame(value) if isinstance(value, Frame) else value
+
+    def from_array(self, array: np.ndarray) -> Frame:
+        frame = self.executor.frame_from_array(array)
+        self._owned.append(frame)
+        return frame
+
+    def patch_match(self, x: Frame, hole: np.ndarray, size: int) -> Frame:
+        target = self.executor.new_frame(*x.shape)
+        patch_match_frames(x, target, hole, size)
+        self._owned.append(target)
+        return target
+
+    @staticmethod
+    def release(value) -> None:
+        if isinstance(value, Frame):
+            value.close()
+
+    def close(self) -> None:
+        for frame in self._owned:
+            frame.close()
+        self._owned.clear()
+
+
+class TiledGlobalRestorer(GlobalRestorer):
+    """GlobalRestorer whose segments run strip by strip with exact InstanceNorm statistics."""
+
+    def __init__(self, backend, mode: str = "quality", config: ExecutorConfig | None = None, **kwargs):
+        super().__init__(backend, mode, **kwargs)
+        if not hasattr(backend, "run_layer"):
+            raise RuntimeError(f"backend {backend.name} cannot run per-layer graphs (tiling)")
+        self.config = config or ExecutorConfig()
+
+    def _runner(self):
+        return FrameRunner(self.backend, self.config)
