@@ -130,13 +130,25 @@ def restore_command(
     masks: Optional[Path] = typer.Option(None, "--masks", help="Folder of hand-made scratch masks (same stem as "
                                          "the photo, white = scratch); photos without one use the detector."),
     save_stages: bool = typer.Option(False, "--save-stages", help="Also write <stem>_mask.png and "
-                                     "<stem>_painted.png (scratch modes)."),
+                                     "<stem>_painted.png (scratch modes), <stem>_global.png (before faces), "
+                                     "<stem>_face<k>_crop.png and <stem>_face<k>_enhanced.png."),
     minmax: bool = typer.Option(False, "--minmax", help="Min-max stretch each output like the original's "
                                 "save_image(normalize=True); default clips to the valid range."),
+    tile: str = typer.Option("auto", "--tile", help="auto: exact strip-by-strip execution when a photo would "
+                             "not fit --max-memory; off: never; N: strips of N image rows. Tiled output equals "
+                             "untiled output (InstanceNorm statistics stay full-frame)."),
+    max_memory: str = typer.Option("4G", "--max-memory", help="Memory budget for one photo, e.g. 4G, 1500M."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (default: skip photos "
                                    "whose output exists, so an interrupted batch resumes)."),
+    faces: Optional[bool] = typer.Option(None, "--faces/--no-faces", help="Enhance faces (default: on when the "
+                                         "face graph of the mode and a face detector are present; --faces makes "
+                                         "their absence an error)."),
+    face_detector: str = typer.Option("auto", "--face-detector", help="auto | scrfd | dlib | yunet. auto: the "
+                                      "best available (SCRFD, then dlib)."),
+    face_detector_model: Optional[Path] = typer.Option(None, "--face-detector-model", help="Model file of the "
+                                                       "face detector (needed for yunet)."),
 ) -> None:
-    """Restore photos (global stage: quality, scratch or HR mode) with the exported models.
+    """Restore photos (global stage: quality, scratch or HR mode; then faces) with the exported models.
 
     Every photo is processed on its own: a bad file is reported on one line and the batch
     goes on. Exit code 0 when all photos were restored, 1 when some failed, 2 on usage errors.
@@ -153,12 +165,15 @@ def restore_command(
         raise typer.Exit(2)
     mode = "hr" if hr else "scratch" if scratch else "quality"
     try:
-        restorer = Restorer(models or DEFAULT_MODELS, backend=backend, mode=mode, threads=threads, stretch=minmax)
+        restorer = Restorer(models or DEFAULT_MODELS, backend=backend, mode=mode, threads=threads, stretch=minmax,
+                            tile=tile, max_memory=max_memory, faces=faces, face_detector=face_detector,
+                            face_detector_model=face_detector_model)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2)
     reason = getattr(restorer.backend, "fallback_reason", None)
     typer.echo(f"{mode} mode on {restorer.backend.describe()}" + (f" ({reason})" if reason else ""), err=True)
+    typer.echo(restorer.face_note, err=True)
     inputs_resolved = {p.resolve() for p in photos}
     failures = len(problems)
     skipped = 0
@@ -186,6 +201,11 @@ def restore_command(
                 if save_stages and result.mask is not None:
                     write_image(output_path(photo, output_dir, "_mask"), result.mask)
                     write_image(output_path(photo, output_dir, "_painted"), result.painted)
+                if save_stages and result.faces is not None:
+                    write_image(output_path(photo, output_dir, "_global"), result.global_restored)
+                    for k, face in enumerate(result.faces.enhanced_faces, start=1):
+                        write_image(output_path(photo, output_dir, f"_face{k}_crop"), face.crop)
+                        write_image(output_path(photo, output_dir, f"_face{k}_enhanced"), face.enhanced)
                 write_image(target, result.restored)
             except Exception as err:  # noqa: BLE001 - one bad photo must not stop the batch
                 failures += 1

@@ -6,12 +6,14 @@ on the object and onnxruntime sessions accept concurrent runs.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 from .backends import create_backend
 from .global_restoration import MODES, GlobalRestorer, GlobalResult
+from .tiling.plan import plan_tiling
 
 DEFAULT_MODELS = Path(os.environ.get("TRT_RESTORE_MODELS", "~/.cache/trt-restore/models")).expanduser()
 MIN_SIDE = {"quality": 16, "scratch": 16, "hr": 32}
@@ -31,15 +33,33 @@ def as_rgb_u8(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[:, :, :3])
 
 
+@dataclass
+class RestoreResult(GlobalResult):
+    """GlobalResult plus the face stage: `restored` has the enhanced faces pasted in,
+    `global_restored` is the stage-1 output, `faces` the face stage's details
+    (trt_restore.faces.enhancer.FaceStageResult; None when the face stage is off)."""
+
+    global_restored: np.ndarray | None = None
+    faces: object | None = None
+
+
 class Restorer:
     """Old-photo restoration (global stage) with models exported by `trt-restore export`.
 
     mode: "quality" (no scratches), "scratch" (detect and inpaint scratches) or "hr"
     (scratch mode with patch attention, for large photos). backend: "auto", "ort" or "trt".
+    tile: "auto" (exact strip-by-strip execution when the photo would not fit `max_memory`),
+    "off", or a strip height in image rows; the tiled result equals the untiled one.
+    faces: None (enhance faces when the face graph of the mode and a detector are available),
+    True (required: a missing piece raises FileNotFoundError) or False; `face_detector`
+    ("auto", "dlib", "scrfd", "yunet") and `face_detector_model` (a model file) choose the
+    detector. `face_note` says whether the face stage is on and why.
     """
 
     def __init__(self, models: str | Path = DEFAULT_MODELS, backend: str = "auto", mode: str = "quality",
-                 threads: int | None = None, stretch: bool = False):
+                 threads: int | None = None, stretch: bool = False, tile: str | int = "auto",
+                 max_memory: str | int = "4G", faces: bool | None = None, face_detector: str | None = None,
+                 face_detector_model: str | Path | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
@@ -49,17 +69,46 @@ class Restorer:
         if missing:
             raise FileNotFoundError(f"{models}: models for {mode} mode missing: {', '.join(missing)} "
                                     f"(run `trt-restore export`)")
+        self.tile, self.max_memory = tile, max_memory
+        plan_tiling(mode, 64, 64, tile, max_memory)  # validate the options now, not on the first photo
         self._global = GlobalRestorer(self.backend, mode)
+        from .faces.stage import build_face_stage
+
+        self._faces, self.face_note = build_face_stage(self.backend, mode, faces, face_detector,
+                                                       face_detector_model, threads)
 
     def restore(self, image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """HxWx3 uint8 in, restored HxWx3 uint8 out (sides rounded as the original does)."""
         return self.restore_with_stages(image, mask).restored
 
-    def restore_with_stages(self, image: np.ndarray, mask: np.ndarray | None = None) -> GlobalResult:
-        """Like `restore`, also returning the scratch mask, the hole-painted input and timings."""
+    def restore_with_stages(self, image: np.ndarray, mask: np.ndarray | None = None) -> RestoreResult:
+        """Like `restore`, also returning the scratch mask, the hole-painted input, the face
+        stage's crops and timings."""
         image = as_rgb_u8(image)
         smallest = MIN_SIDE[self.mode]
         if min(image.shape[:2]) < smallest:
             raise ValueError(f"image {image.shape[1]}x{image.shape[0]} is too small for {self.mode} mode "
                              f"(sides must be at least {smallest} px)")
-        return self._global.restore(image, stretch=self.stretch, mask=mask)
+        result = self._global_for(image).restore(image, stretch=self.stretch, mask=mask)
+        return self._enhance_faces(result, image)
+
+    def _enhance_faces(self, result: GlobalResult, image: np.ndarray) -> RestoreResult:
+        """Stages 2-4 on the restored photo; gray photos keep gray faces."""
+        stage1 = {f.name: getattr(result, f.name) for f in fields(GlobalResult)}
+        staged = RestoreResult(**stage1, global_restored=result.restored)
+        if self._faces is not None:
+            from .faces.enhancer import is_grayscale
+
+            staged.faces = self._faces.enhance(result.restored, grayscale=is_grayscale(image))
+            staged.restored = staged.faces.image
+            staged.timings = {**result.timings, **{f"faces_{k}": v for k, v in staged.faces.timings.items()}}
+        return staged
+
+    def _global_for(self, image: np.ndarray) -> GlobalRestorer:
+        """Untiled when it fits the memory budget, else exact strip-by-strip execution."""
+        config = plan_tiling(self.mode, image.shape[0], image.shape[1], self.tile, self.max_memory)
+        if config is None:
+            return self._global
+        from .tiling.runner import TiledGlobalRestorer
+
+        return TiledGlobalRestorer(self.backend, self.mode, config)

@@ -1,0 +1,54 @@
+"""When to tile and with which strips: from `--tile` and `--max-memory`.
+
+The untiled peak is estimated from the largest activations the graphs hold at once
+(64 channels at full resolution in the VAEs, 512 at quarter resolution in the mappings,
+θ/φ/g for scratch attention); benchmarks/tiling.md shows how it compares with measured RSS.
+"""
+from __future__ import annotations
+
+import re
+
+from .executor import ExecutorConfig
+
+DEFAULT_MAX_MEMORY = 4 << 30
+BASE_OVERHEAD = 600 << 20  # interpreter, onnxruntime, session arenas for the weights
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str | int) -> int:
+    """'4G', '512M', '1.5G' or a byte count -> bytes."""
+    if isinstance(text, int):
+        return text
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(?:i?B)?\s*", str(text).upper())
+    if not match:
+        raise ValueError(f"cannot read memory size {text!r} (use e.g. 4G, 512M)")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def untiled_peak_estimate(mode: str, height: int, width: int) -> int:
+    pixels = height * width
+    vae = 64 * pixels * 4 * 5
+    mapping = 512 * (pixels // 16) * 4 * 6
+    if mode == "scratch":
+        mapping += 512 * (pixels // 16) * 4 * 4  # x, theta, phi, g held across the attention
+    return BASE_OVERHEAD + max(vae, mapping)
+
+
+def plan_tiling(mode: str, height: int, width: int, tile: str | int | None = "auto",
+                max_memory: str | int = DEFAULT_MAX_MEMORY) -> ExecutorConfig | None:
+    """None = run untiled; else the executor configuration.
+
+    tile: "auto" (tile only if the untiled estimate exceeds max_memory), "off", or a strip
+    height in image rows."""
+    budget = parse_size(max_memory)
+    if tile in (None, "off", "none", 0, "0"):
+        return None
+    working = max(64 << 20, budget - BASE_OVERHEAD)
+    config = ExecutorConfig(strip_bytes=max(16 << 20, working // 8), ram_map_bytes=max(8 << 20, working // 6))
+    if tile == "auto":
+        return config if untiled_peak_estimate(mode, height, width) > budget else None
+    rows = int(tile)
+    if rows < 8:
+        raise ValueError(f"--tile must be at least 8 image rows, got {rows}")
+    config.strip_rows = max(2, rows // 4)  # most layers run at quarter resolution
+    return config
