@@ -135,7 +135,7 @@ def restore_command(
     minmax: bool = typer.Option(False, "--minmax", help="Min-max stretch each output like the original's "
                                 "save_image(normalize=True); default clips to the valid range."),
     tile: str = typer.Option("auto", "--tile", help="auto: exact strip-by-strip execution when a photo would "
-                             "not fit --max-memory; off: never; N: strips of N image rows. Tiled output equals "
+                             "not fit --max-memory; on: always; off: never; N: strips of N image rows. Tiled output equals "
                              "untiled output (InstanceNorm statistics stay full-frame)."),
     max_memory: str = typer.Option("4G", "--max-memory", help="Memory budget for one photo, e.g. 4G, 1500M."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (default: skip photos "

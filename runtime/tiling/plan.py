@@ -38,13 +38,15 @@ def plan_tiling(mode: str, height: int, width: int, tile: str | int | None = "au
                 max_memory: str | int = DEFAULT_MAX_MEMORY) -> ExecutorConfig | None:
     """None = run untiled; else the executor configuration.
 
-    tile: "auto" (tile only if the untiled estimate exceeds max_memory), "off", or a strip
-    height in image rows."""
+    tile: "auto" (tile only if the untiled estimate exceeds max_memory), "on" (always),
+    "off", or a strip height in image rows."""
     budget = parse_size(max_memory)
     if tile in (None, "off", "none", 0, "0"):
         return None
     working = max(64 << 20, budget - BASE_OVERHEAD)
     config = ExecutorConfig(strip_bytes=max(16 << 20, working // 8), ram_map_bytes=max(8 << 20, working // 6))
+    if tile == "on":
+        return config
     if tile == "auto":
         return config if untiled_peak_estimate(mode, height, width) > budget else None
     rows = int(tile)
