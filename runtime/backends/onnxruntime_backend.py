@@ -29,6 +29,11 @@ class OrtBackend:
         with self._lock:
             if graph not in self._sessions:
                 options = self._ort.SessionOptions()
+                if path is not None:
+                    # per-layer graphs of the tiled executor: dozens of sessions, each would keep
+                    # an arena as large as its biggest strip; plain allocations return memory
+                    options.enable_cpu_mem_arena = False
+                    options.enable_mem_pattern = False
                 options.intra_op_num_threads = self.threads
                 options.inter_op_num_threads = 1
                 options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
