@@ -48,3 +48,28 @@ def test_batch_and_odd_sizes_run(exported_models):
     x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 52, 76)).astype(np.float32)
     (latent,) = session.run(None, {"image": x})
     assert latent.shape == (2, 64, 13, 19)
+
+
+def test_export_command(synthetic_release, tmp_path):
+    """The CLI exports the requested graphs (and their per-layer graphs) and reports a bad checkpoint."""
+    from typer.testing import CliRunner
+
+    from trt_restore.cli import app
+    from trt_restore.export.manifests import checkpoint_path
+
+    root = synthetic_release.ensure("VAE_A_quality")
+    out = tmp_path / "models"
+    result = CliRunner().invoke(app, ["export", "-w", str(root), "-o", str(out), "--graph", "vae_a_quality_encoder"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "models.json").read_text())
+    assert list(manifest["graphs"]) == ["vae_a_quality_encoder"]
+    assert all(layer.startswith("VAE_A_quality/") for layer in manifest["layers"])
+    assert all((out / entry["file"]).is_file() for entry in manifest["layers"].values())
+
+    broken = tmp_path / "broken"
+    path = checkpoint_path(broken, "VAE_A_quality")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(checkpoint_path(root, "VAE_A_quality").read_bytes()[:1000])
+    result = CliRunner().invoke(app, ["export", "-w", str(broken), "-o", str(tmp_path / "m2"),
+                                      "--graph", "vae_a_quality_encoder"])
+    assert result.exit_code == 1 and str(path) in result.output
