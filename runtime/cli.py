@@ -264,6 +264,11 @@ def doctor_command(
     typer.echo(report(models or DEFAULT_MODELS))
 
 
+from .engines.cli import build_engines_command  # noqa: E402 - implementation lives in engines/
+
+app.command("build-engines")(build_engines_command)
+
+
 def _progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

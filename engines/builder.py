@@ -1,0 +1,270 @@
+"""Build TensorRT engines for the exported graphs (`trt-restore build-engines`).
+
+For every graph of the model directory: compute its optimisation profile (profiles.py) and
+its cache key (cache.py: model sha256 from models.json, precision, profile, GPU name +
+compute capability, TensorRT version); reuse a valid cached plan, else parse the ONNX with
+TensorRT's parser and build with one optimisation profile and the persistent timing cache.
+
+TensorRT 10.x (JetPack 6 ships 10.3) and 11.x differ in how precision is chosen
+(environment.build_strategy): 10.x sets FP16/INT8 builder flags on the fp32 ONNX, 11.x builds
+a strongly typed network from an fp16 (or Q/DQ) ONNX. The TensorRT module and the GPU probe
+are injected, so everything but the TensorRT calls runs and is tested without either.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .cache import CacheStatus, EngineCache, EngineKey
+from .environment import (BuildStrategy, GpuInfo, TensorRTUnavailable, TrtVersion, build_strategy, gpu_info,
+                          import_tensorrt, tensorrt_version)
+from .profiles import DEFAULT_MAX_SIZE, DEFAULT_OPT_SIZE, GRAPH_IO, Profile, graph_profile
+
+MANIFEST = "models.json"
+DEFAULT_WORKSPACE = 4 << 30
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+@dataclass
+class BuildOptions:
+    models_dir: Path
+    precision: str = "fp16"
+    max_size: tuple[int, int] = DEFAULT_MAX_SIZE
+    opt_size: tuple[int, int] = DEFAULT_OPT_SIZE
+    version_compatible: bool = False
+    engines_dir: Path | None = None
+    graphs: tuple[str, ...] | None = None  # default: every graph of models.json with a profile rule
+    workspace_bytes: int = DEFAULT_WORKSPACE
+    force: bool = False
+
+    @property
+    def cache_root(self) -> Path:
+        return Path(self.engines_dir) if self.engines_dir else Path(self.models_dir) / "engines"
+
+
+@dataclass
+class GraphPlan:
+    graph: str
+    onnx: Path
+    key: EngineKey
+    status: CacheStatus
+    source_onnx: Path = field(default=None)  # the file actually parsed (converted variants differ)
+
+
+def read_manifest(models_dir: Path) -> dict:
+    path = Path(models_dir) / MANIFEST
+    if not path.is_file():
+        raise BuildError(f"{path}: no model manifest; export the models first (`trt-restore export -o {models_dir}`)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise BuildError(f"{path}: unreadable manifest ({err})") from None
+
+
+def onnx_variant_path(models_dir: Path, entry: dict, variant: str, engines_dir: Path) -> Path:
+    """Where the ONNX for a strategy comes from: the export itself (fp32), a converted fp16 copy
+    in the engine cache, or the calibrated Q/DQ model named in models.json (`qdq_file`)."""
+    base = Path(models_dir) / entry["file"]
+    if variant == "fp32":
+        return base
+    if variant == "fp16":
+        return Path(engines_dir) / "onnx" / f"{base.stem}.{entry['sha256'][:16]}.fp16.onnx"
+    qdq = entry.get("qdq_file")
+    if not qdq:
+        raise BuildError(f"{base.name}: int8 needs a calibrated Q/DQ model (models.json `qdq_file`), "
+                         f"made by the calibration step; none is listed")
+    return Path(models_dir) / qdq
+
+
+def plan_builds(options: BuildOptions, gpu: GpuInfo, version: TrtVersion) -> list[GraphPlan]:
+    """Key and cache state of every graph to build (no TensorRT call)."""
+    manifest = read_manifest(options.models_dir)
+    graphs = manifest.get("graphs", {})
+    chosen = options.graphs or tuple(name for name in graphs if name in GRAPH_IO)
+    if not chosen:
+        raise BuildError(f"{options.models_dir}/{MANIFEST} lists no graph that has an engine profile")
+    strategy = build_strategy(version, options.precision)
+    cache = EngineCache(options.cache_root)
+    plans = []
+    for name in chosen:
+        if name not in graphs:
+            raise BuildError(f"graph {name!r} is not in {options.models_dir}/{MANIFEST}; re-run `trt-restore export`")
+        entry = graphs[name]
+        onnx_path = Path(options.models_dir) / entry["file"]
+        if not onnx_path.is_file():
+            raise BuildError(f"{onnx_path}: listed in {MANIFEST} but missing")
+        if not entry.get("sha256"):
+            raise BuildError(f"{onnx_path}: no sha256 in {MANIFEST}; re-run `trt-restore export`")
+        profile = graph_profile(name, options.max_size, options.opt_size)
+        key = EngineKey(graph=name, model_sha256=entry["sha256"], precision=options.precision, profile=profile,
+                        gpu_name=gpu.name, compute_capability=gpu.compute_capability,
+                        tensorrt_version=str(version), version_compatible=options.version_compatible,
+                        strategy=strategy.describe())
+        status = cache.status(key)
+        source = onnx_variant_path(options.models_dir, entry, strategy.onnx_variant, options.cache_root)
+        plans.append(GraphPlan(name, onnx_path, key, status, source))
+    return plans
+
+
+class _Progress:
+    """Adapter from TensorRT's IProgressMonitor to a callback(graph, phase, step, steps)."""
+
+    @staticmethod
+    def make(trt, graph: str, callback: Callable[[str, str, int, int], None]):
+        base = getattr(trt, "IProgressMonitor", None)
+        if base is None or callback is None:
+            return None
+
+        class Monitor(base):  # type: ignore[misc, valid-type]
+            def __init__(self):
+                base.__init__(self)
+                self.steps: dict[str, int] = {}
+
+            def phase_start(self, phase_name, parent_phase, num_steps):
+                self.steps[phase_name] = num_steps
+                callback(graph, phase_name, 0, num_steps)
+
+            def step_complete(self, phase_name, step):
+                callback(graph, phase_name, step + 1, self.steps.get(phase_name, 0))
+                return True
+
+            def phase_finish(self, phase_name):
+                callback(graph, phase_name, self.steps.get(phase_name, 0), self.steps.get(phase_name, 0))
+
+        return Monitor()
+
+
+def _flag(trt, name: str):
+    flag = getattr(trt.BuilderFlag, name, None)
+    if flag is None:
+        raise BuildError(f"TensorRT {trt.__version__} has no BuilderFlag.{name}")
+    return flag
+
+
+def _create_network(trt, builder, strategy: BuildStrategy, version: TrtVersion):
+    if version.major >= 11:
+        return builder.create_network(0)  # strongly typed is the only mode
+    flags = 0
+    if strategy.strongly_typed:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    return builder.create_network(flags)
+
+
+def build_plan(trt, plan: GraphPlan, options: BuildOptions, strategy: BuildStrategy, version: TrtVersion,
+               timing_cache_path: Path, logger=None, progress: Callable | None = None) -> bytes:
+    """Parse + build one graph; returns the serialized plan. Updates the timing cache file."""
+    logger = logger or trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = _create_network(trt, builder, strategy, version)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(plan.source_onnx)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise BuildError(f"{plan.source_onnx}: TensorRT's ONNX parser failed: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_bytes)
+    for name in strategy.builder_flags:
+        config.set_flag(_flag(trt, name))
+    for name in strategy.clear_flags:
+        flag = getattr(trt.BuilderFlag, name, None)
+        if flag is not None:
+            config.clear_flag(flag)
+    if options.version_compatible:
+        config.set_flag(_flag(trt, "VERSION_COMPATIBLE"))
+    profile = builder.create_optimization_profile()
+    for name, lo, opt, hi in plan.key.profile.shapes:
+        profile.set_shape(name, lo, opt, hi)
+    config.add_optimization_profile(profile)
+    blob = timing_cache_path.read_bytes() if timing_cache_path.is_file() else b""
+    try:
+        timing_cache = config.create_timing_cache(blob)
+    except Exception:  # noqa: BLE001 - a corrupt or foreign cache file: start afresh
+        timing_cache = None
+    if timing_cache is None:
+        timing_cache = config.create_timing_cache(b"")
+    config.set_timing_cache(timing_cache, False)
+    monitor = _Progress.make(trt, plan.graph, progress)
+    if monitor is not None:
+        config.progress_monitor = monitor
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise BuildError(f"{plan.graph}: TensorRT could not build an engine (see the TensorRT log above)")
+    updated = config.get_timing_cache()
+    if updated is not None:
+        data = bytes(updated.serialize())
+        timing_cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = timing_cache_path.with_name(f".{timing_cache_path.name}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(timing_cache_path)
+    return bytes(serialized)
+
+
+@dataclass
+class BuildReport:
+    built: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    engines: dict[str, Path] = field(default_factory=dict)
+
+
+def build_engines(options: BuildOptions, trt=None, gpu: GpuInfo | None = None,
+                  on_event: Callable[[str], None] = print, progress: Callable | None = None) -> BuildReport:
+    """Build (or reuse) the engines; per-graph failures are collected, not raised."""
+    trt = trt or import_tensorrt(require_builder=True)
+    gpu = gpu or gpu_info()
+    version = tensorrt_version(trt)
+    strategy = build_strategy(version, options.precision)
+    plans = plan_builds(options, gpu, version)
+    cache = EngineCache(options.cache_root)
+    timing = cache.timing_cache_path(gpu.slug, str(version))
+    on_event(f"TensorRT {version} on {gpu.name} (sm {gpu.compute_capability}): {options.precision} "
+             f"({strategy.describe()}), {len(plans)} graph(s), cache {cache.root}")
+    report = BuildReport()
+    for plan in plans:
+        if plan.status.valid and not options.force:
+            report.reused.append(plan.graph)
+            report.engines[plan.graph] = plan.status.engine
+            on_event(f"{plan.graph}: cached ({plan.status.engine.name})")
+            continue
+        if plan.status.state != "missing":
+            on_event(f"{plan.graph}: rebuilding, cached plan is {plan.status.state}: {plan.status.reason}")
+        try:
+            if strategy.onnx_variant == "fp16" and not plan.source_onnx.is_file():
+                from .fp16_onnx import convert_file
+
+                plan.source_onnx.parent.mkdir(parents=True, exist_ok=True)
+                convert_file(plan.onnx, plan.source_onnx)
+            if not plan.source_onnx.is_file():
+                raise BuildError(f"{plan.source_onnx}: not found")
+            start = time.perf_counter()
+            blob = build_plan(trt, plan, options, strategy, version, timing, progress=progress)
+            seconds = time.perf_counter() - start
+            status = cache.store(plan.key, blob, {"build_seconds": round(seconds, 1),
+                                                  "onnx": str(plan.source_onnx.name),
+                                                  "workspace_bytes": options.workspace_bytes})
+            report.built.append(plan.graph)
+            report.engines[plan.graph] = status.engine
+            on_event(f"{plan.graph}: built in {seconds:.0f} s ({len(blob) / 1e6:.1f} MB)")
+        except Exception as err:  # noqa: BLE001 - report per graph, go on with the others
+            report.failed[plan.graph] = str(err)
+            on_event(f"{plan.graph}: FAILED: {err}")
+    return report
+
+
+def describe_unavailable() -> str | None:
+    """One line saying why engines cannot be built here, or None when they can."""
+    try:
+        import_tensorrt(require_builder=True)
+        gpu_info()
+    except (TensorRTUnavailable, Exception) as err:  # noqa: BLE001
+        return str(err)
+    return None
+
+
+def profile_summary(profile: Profile) -> str:
+    return ", ".join(f"{name} {'x'.join(map(str, lo))}..{'x'.join(map(str, hi))}" for name, lo, _, hi in profile.shapes)

@@ -1,0 +1,152 @@
+"""Optimisation profiles: which input shapes each graph's engine accepts.
+
+Shapes follow from the photo sizes the engines must serve (`--max-size`, `--opt-size`, image
+pixels WxH) and from how the runtime feeds each graph (runtime/global_restoration.py):
+  - full-resolution graphs see the photo resized to the mode's multiple (4, 16 or 32);
+  - latent graphs see 1/4 of that (64 or 512 channels);
+  - the detection UNet sees the photo scaled to short side 256 (sides multiples of 16), so its
+    long side grows with the aspect ratio, up to `max_aspect`;
+  - the face generators see batches of 256 or 512 px crops.
+Photos come in both orientations, so the max profile uses the long side on both axes; the opt
+shape is the given orientation. Engines are bounded by the max shape (a larger photo needs a
+new build with a larger --max-size, or tiling). The table mirrors export/graphs.py (which
+needs torch); a test keeps the two equal.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+LATENT_SCALE = 0.25
+# graph -> (inputs {name: (channels, scale relative to the image)}, side multiple of the image)
+GRAPH_IO: dict[str, tuple[dict[str, tuple[int, float]], int]] = {
+    "vae_a_quality_encoder": ({"image": (3, 1.0)}, 4),
+    "vae_b_quality_decoder": ({"latent": (64, LATENT_SCALE)}, 4),
+    "vae_b_scratch_decoder": ({"latent": (64, LATENT_SCALE)}, 4),
+    "mapping_quality": ({"latent": (64, LATENT_SCALE)}, 4),
+    "mapping_scratch_head": ({"latent": (64, LATENT_SCALE)}, 4),
+    "mapping_scratch_tail": ({"x": (512, LATENT_SCALE), "attended": (512, LATENT_SCALE), "valid": (1, LATENT_SCALE)}, 4),
+    "mapping_hr_head": ({"latent": (64, LATENT_SCALE)}, 32),
+    "mapping_hr_step1": ({"z": (512, LATENT_SCALE), "composed": (512, LATENT_SCALE), "hole": (1, LATENT_SCALE)}, 32),
+    "mapping_hr_step2": ({"z": (512, LATENT_SCALE), "composed": (512, LATENT_SCALE), "hole": (1, LATENT_SCALE)}, 32),
+    "mapping_hr_tail": ({"z": (512, LATENT_SCALE), "composed": (512, LATENT_SCALE), "hole": (1, LATENT_SCALE)}, 32),
+    "detection": ({"gray": (1, 1.0)}, 16),
+    "face_256": ({"face": (3, 1.0)}, 256),
+    "face_512": ({"face": (3, 1.0)}, 512),
+}
+FACE_SIZES = {"face_256": 256, "face_512": 512}
+DETECTION_SHORT_SIDE = 256
+DEFAULT_MAX_SIZE = (2048, 2048)
+DEFAULT_OPT_SIZE = (1024, 768)
+DEFAULT_MAX_ASPECT = 3.0
+DEFAULT_FACE_BATCH = 4
+
+Shape = tuple[int, ...]
+
+
+class ProfileError(ValueError):
+    pass
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'2048x1536' (width x height, pixels) -> (2048, 1536)."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX*]\s*(\d+)\s*", str(text))
+    if not match:
+        raise ProfileError(f"cannot read size {text!r}: expected WIDTHxHEIGHT in pixels, e.g. 2048x1536")
+    width, height = int(match.group(1)), int(match.group(2))
+    if width < 16 or height < 16:
+        raise ProfileError(f"size {text!r} is too small (at least 16x16)")
+    return width, height
+
+
+def _round_up(value: float, multiple: int) -> int:
+    return max(multiple, int(-(-int(round(value)) // multiple) * multiple))
+
+
+@dataclass(frozen=True)
+class Profile:
+    """min/opt/max shape of every input of one graph (one TensorRT optimisation profile)."""
+
+    shapes: tuple[tuple[str, Shape, Shape, Shape], ...]
+
+    def to_json(self) -> dict:
+        return {name: {"min": list(lo), "opt": list(opt), "max": list(hi)} for name, lo, opt, hi in self.shapes}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Profile":
+        try:
+            return cls(tuple((name, tuple(int(v) for v in d["min"]), tuple(int(v) for v in d["opt"]),
+                              tuple(int(v) for v in d["max"])) for name, d in sorted(data.items())))
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ProfileError(f"malformed profile {data!r}: {err}") from None
+
+    def canonical(self) -> str:
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+
+    def covers(self, input_shapes: dict[str, Shape]) -> bool:
+        """True when every given input shape lies within [min, max] of this profile."""
+        by_name = {name: (lo, hi) for name, lo, _, hi in self.shapes}
+        for name, shape in input_shapes.items():
+            if name not in by_name:
+                return False
+            lo, hi = by_name[name]
+            if len(shape) != len(lo) or any(not (a <= s <= b) for s, a, b in zip(shape, lo, hi)):
+                return False
+        return True
+
+    def volume(self) -> int:
+        total = 0
+        for _, _, _, hi in self.shapes:
+            v = 1
+            for d in hi:
+                v *= d
+            total += v
+        return total
+
+
+def _spatial(width: int, height: int, multiple: int, scale: float) -> tuple[int, int]:
+    """(h, w) that the graph sees for a photo of width x height."""
+    h = _round_up(height, multiple)
+    w = _round_up(width, multiple)
+    return max(1, int(h * scale)), max(1, int(w * scale))
+
+
+def detection_shape(width: int, height: int) -> tuple[int, int]:
+    """Same rule as runtime.preprocess.detection_size (short side 256, multiples of 16)."""
+    if height < width:
+        th, tw = DETECTION_SHORT_SIDE, width / height * DETECTION_SHORT_SIDE
+    else:
+        th, tw = height / width * DETECTION_SHORT_SIDE, DETECTION_SHORT_SIDE
+    return _round_up(th, 16), _round_up(tw, 16)
+
+
+def graph_profile(graph: str, max_size: tuple[int, int] = DEFAULT_MAX_SIZE,
+                  opt_size: tuple[int, int] = DEFAULT_OPT_SIZE, max_aspect: float = DEFAULT_MAX_ASPECT,
+                  face_batch: int = DEFAULT_FACE_BATCH) -> Profile:
+    """The optimisation profile of `graph` for photos up to max_size (W, H, any orientation)."""
+    if graph not in GRAPH_IO:
+        raise ProfileError(f"no profile rule for graph {graph!r}; known: {', '.join(GRAPH_IO)}")
+    inputs, multiple = GRAPH_IO[graph]
+    max_w, max_h = max_size
+    opt_w, opt_h = opt_size
+    if opt_w * opt_h > max_w * max_h or max(opt_w, opt_h) > max(max_w, max_h):
+        raise ProfileError(f"--opt-size {opt_w}x{opt_h} is larger than --max-size {max_w}x{max_h}")
+    long_side = max(max_w, max_h)
+    shapes = []
+    for name, (channels, scale) in inputs.items():
+        if graph in FACE_SIZES:
+            side = FACE_SIZES[graph]
+            lo, opt, hi = (1, channels, side, side), (1, channels, side, side), (face_batch, channels, side, side)
+        elif graph == "detection":
+            short = DETECTION_SHORT_SIDE
+            longest = _round_up(short * max_aspect, 16)
+            oh, ow = detection_shape(opt_w, opt_h)
+            lo, opt, hi = (1, channels, short, short), (1, channels, oh, ow), (1, channels, longest, longest)
+        else:
+            min_h, min_w = _spatial(multiple, multiple, multiple, scale)
+            oh, ow = _spatial(opt_w, opt_h, multiple, scale)
+            mh, mw = _spatial(long_side, long_side, multiple, scale)
+            lo, opt, hi = (1, channels, min_h, min_w), (1, channels, oh, ow), (1, channels, mh, mw)
+        shapes.append((name, lo, opt, hi))
+    return Profile(tuple(sorted(shapes)))
