@@ -101,8 +101,9 @@ class GlobalRestorer:
         flat = {name: runner.to_array(head[name])[0].reshape(channels, -1) for name in ("theta", "phi", "g")}
         for name in ("theta", "phi", "g"):
             runner.release(head[name])
-        attended = attention.masked_attention(flat["theta"], flat["phi"], flat["g"], valid.reshape(-1) > 0.5,
-                                              self.chunk_bytes).reshape(1, channels, h, w)
+        attend = getattr(self.backend, "masked_attention", attention.masked_attention)  # GPU kernel under TensorRT
+        attended = attend(flat["theta"], flat["phi"], flat["g"], valid.reshape(-1) > 0.5,
+                          self.chunk_bytes).reshape(1, channels, h, w)
         del flat
         lap("attention")
         inputs = {"x": head["x"], "attended": runner.from_array(attended), "valid": runner.from_array(valid)}
@@ -149,7 +150,8 @@ class ArrayRunner:
         return array
 
     def patch_match(self, x, hole: np.ndarray, size: int):
-        return attention.patch_match(x[0], hole, size, self.chunk_bytes)[None]
+        match = getattr(self.backend, "patch_match", attention.patch_match)  # GPU kernel under TensorRT
+        return match(x[0], hole, size, self.chunk_bytes)[None]
 
     def release(self, value) -> None:
         pass

@@ -5,6 +5,7 @@ backends are interchangeable.
 """
 from __future__ import annotations
 
+import os
 from typing import Protocol
 
 import numpy as np
@@ -20,15 +21,26 @@ class Backend(Protocol):
         """One line for logs and `doctor`."""
 
 
-def create_backend(kind: str, models_dir, threads: int | None = None) -> Backend:
-    """`ort` or `auto` (TensorRT is not available yet, so `auto` means onnxruntime)."""
-    if kind in ("ort", "auto"):
-        from .onnxruntime_backend import OrtBackend
+def create_backend(kind: str, models_dir, threads: int | None = None, precision: str | None = None) -> Backend:
+    """`ort` (onnxruntime, CPU), `trt` (TensorRT engines on a CUDA GPU) or `auto` (TensorRT when
+    its module, a GPU and cached engines for this GPU are present, else onnxruntime; the
+    returned backend's `fallback_reason` then says in one line why TensorRT was not used).
+    precision: which engines the TensorRT backend loads (default $TRT_RESTORE_PRECISION or fp16)."""
+    if kind not in ("ort", "auto", "trt"):
+        raise ValueError(f"unknown backend {kind!r} (choose auto, ort or trt)")
+    precision = precision or os.environ.get("TRT_RESTORE_PRECISION", "fp16")
+    if kind in ("trt", "auto"):
+        from .tensorrt_backend import TrtBackend, TrtBackendUnavailable
 
-        backend = OrtBackend(models_dir, threads=threads)
-        if kind == "auto":
-            backend.fallback_reason = "TensorRT backend not available in this version; using onnxruntime (CPU)"
-        return backend
-    if kind == "trt":
-        raise RuntimeError("the TensorRT backend is not implemented yet; use --backend ort")
-    raise ValueError(f"unknown backend {kind!r} (choose auto, ort or trt)")
+        try:
+            return TrtBackend(models_dir, precision=precision)
+        except TrtBackendUnavailable as err:
+            if kind == "trt":
+                raise RuntimeError(f"TensorRT backend unavailable: {err}") from None
+            reason = str(err)
+    from .onnxruntime_backend import OrtBackend
+
+    backend = OrtBackend(models_dir, threads=threads)
+    if kind == "auto":
+        backend.fallback_reason = f"TensorRT not used: {reason}; using onnxruntime (CPU)"
+    return backend
