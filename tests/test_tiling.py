@@ -58,39 +58,39 @@ def test_tiled_equals_untiled(mode, name, size, spill, backend):
 
 def test_statistics_merge_matches_numpy():
     rng = np.random.default_rng(0)
-    full = (3 + 5 * rng.standard_normal((37, 4, 11))).astype(np.float32)
+    full = (3 + 5 * rng.standard_normal((4, 37, 11))).astype(np.float32)
     frame = Frame(FrameStore(4, 37, 11))
     for start in range(0, 37, 6):
-        frame.accumulate(full[start:start + 6])
+        frame.accumulate(full[:, start:start + 6])
     values = full.astype(np.float64)
-    assert np.allclose(frame.stat_mean, values.mean(axis=(0, 2)), rtol=1e-12)
-    assert np.allclose(frame.stat_m2 / frame.count, values.var(axis=(0, 2)), rtol=1e-10)
+    assert np.allclose(frame.stat_mean, values.mean(axis=(1, 2)), rtol=1e-12)
+    assert np.allclose(frame.stat_m2 / frame.count, values.var(axis=(1, 2)), rtol=1e-7)
 
 
 @pytest.mark.parametrize("on_disk", [False, True])
 def test_store_round_trip(on_disk):
     rng = np.random.default_rng(1)
-    data = rng.standard_normal((13, 5, 7)).astype(np.float32)
+    data = rng.standard_normal((5, 13, 7)).astype(np.float32)
     store = FrameStore(5, 13, 7, on_disk=on_disk)
-    store.write(0, data[:4])
-    store.write(4, data[4:])
-    assert np.array_equal(store.read(3, 11), data[3:11])
+    store.write(0, data[:, :4])
+    store.write(4, data[:, 4:])
+    assert np.array_equal(store.read(3, 11), data[:, 3:11])
     store.close()
 
 
 @pytest.mark.parametrize("pad", ["reflect", "zero"])
 def test_padded_strip_reads(pad):
     rng = np.random.default_rng(2)
-    data = rng.standard_normal((9, 2, 5)).astype(np.float32)
+    data = rng.standard_normal((2, 9, 5)).astype(np.float32)
     frame = Frame(FrameStore(2, 9, 5))
     frame.store.write(0, data)
     frame.mean, frame.inv_std, frame.relu = np.float32([0.5, -1]), np.float32([2, 0.5]), True
-    effective = np.maximum((data - frame.mean[None, :, None]) * frame.inv_std[None, :, None], 0)
+    effective = np.maximum((data - frame.mean[:, None, None]) * frame.inv_std[:, None, None], 0)
     mode = "reflect" if pad == "reflect" else "constant"
-    padded = np.pad(effective, ((3, 3), (0, 0), (0, 0)), mode=mode)
+    padded = np.pad(effective, ((0, 0), (3, 3), (0, 0)), mode=mode)
     for start, stop in [(-3, 4), (5, 12), (-3, 12), (2, 6)]:
         got = TiledExecutor._read_padded(frame, start, stop, pad)
-        assert np.allclose(got, padded[start + 3:stop + 3]), (start, stop)
+        assert np.allclose(got, padded[:, start + 3:stop + 3]), (start, stop)
 
 
 @pytest.mark.parametrize("size", [8, 4, 2])
@@ -99,10 +99,10 @@ def test_streamed_patch_match_equals_in_memory(size):
     x = rng.standard_normal((6, 16, 24)).astype(np.float32)
     hole = (rng.random((16, 24)) > 0.5).astype(np.float32)
     source = Frame(FrameStore(6, 16, 24, on_disk=True))
-    source.store.write(0, x.transpose(1, 0, 2))
+    source.store.write(0, x)
     target = Frame(FrameStore(6, 16, 24))
     patch_match_frames(source, target, hole, size, query_chunk=3)
-    got = target.store.read(0, 16).transpose(1, 0, 2)
+    got = target.store.read(0, 16)
     assert np.array_equal(got, attention.patch_match(x, hole, size))
 
 

@@ -34,11 +34,12 @@ class Frame:
         return self.store.channels, self.store.height, self.store.width
 
     def effective(self, rows: np.ndarray) -> np.ndarray:
-        """Apply the pending normalisation/ReLU to raw (rows, C, W) values (new array)."""
-        out = np.array(rows, dtype=np.float32, copy=True)
+        """Apply the pending normalisation/ReLU to raw (C, rows, W) values (new array)."""
         if self.mean is not None:
-            out -= self.mean[None, :, None]
-            out *= self.inv_std[None, :, None]
+            out = rows - self.mean[:, None, None]
+            out *= self.inv_std[:, None, None]
+        else:
+            out = np.array(rows, dtype=np.float32, copy=True)
         if self.relu:
             np.maximum(out, 0.0, out=out)
         return out
@@ -47,11 +48,12 @@ class Frame:
         return self.effective(self.store.read(start, stop))
 
     def accumulate(self, rows: np.ndarray) -> None:
-        """Chan et al. parallel mean/M2 update with one strip of raw output."""
-        values = rows.astype(np.float64)
-        n = values.shape[0] * values.shape[2]
-        mean = values.mean(axis=(0, 2))
-        m2 = ((values - mean[None, :, None]) ** 2).sum(axis=(0, 2))
+        """Chan et al. parallel mean/M2 update with one (C, rows, W) strip of raw output;
+        sums are accumulated in float64."""
+        flat = rows.reshape(rows.shape[0], -1)
+        n = flat.shape[1]
+        mean = flat.sum(axis=1, dtype=np.float64) / n
+        m2 = np.maximum(np.square(flat).sum(axis=1, dtype=np.float64) - n * mean ** 2, 0.0)
         if self.count == 0:
             self.count, self.stat_mean, self.stat_m2 = n, mean, m2
             return
@@ -88,15 +90,13 @@ class TiledExecutor:
         """(1, C, H, W) array -> Frame."""
         _, c, h, w = array.shape
         frame = self.new_frame(c, h, w)
-        rows = max(1, (64 << 20) // max(1, c * w * 4))
-        for start in range(0, h, rows):
-            frame.store.write(start, array[0, :, start:start + rows].transpose(1, 0, 2))
+        frame.store.write(0, array[0])
         return frame
 
     @staticmethod
     def array_from_frame(frame: Frame) -> np.ndarray:
         c, h, w = frame.shape
-        return frame.read(0, h).transpose(1, 0, 2)[None].copy()
+        return frame.read(0, h)[None]
 
     # ---- strip reading -------------------------------------------------------------
     @staticmethod
@@ -111,8 +111,10 @@ class TiledExecutor:
             inside[:] = True
         lo, hi = int(index[inside].min()), int(index[inside].max()) + 1
         block = frame.read(lo, hi)
-        out = np.zeros((stop - start,) + block.shape[1:], dtype=np.float32)
-        out[inside] = block[index[inside] - lo]
+        if inside.all() and np.array_equal(index, np.arange(lo, hi)):
+            return block  # interior strip: no padding rows to assemble
+        out = np.zeros((block.shape[0], stop - start, block.shape[2]), dtype=np.float32)
+        out[:, inside] = block[:, index[inside] - lo]
         return out
 
     def _strip_rows(self, conv: Conv, width: int) -> int:
@@ -143,20 +145,20 @@ class TiledExecutor:
                 lo, hi = 2 * start - 1, 2 * stop + 1
             else:
                 lo, hi = start - op.padding, stop + op.padding
-            strip = np.concatenate([self._read_padded(s, lo, hi, op.pad) for s in sources], axis=1)
-            y = self.run_layer(op.layer, np.ascontiguousarray(strip.transpose(1, 0, 2)[None]))[0]
+            parts = [self._read_padded(s, lo, hi, op.pad) for s in sources]
+            strip = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+            y = self.run_layer(op.layer, np.ascontiguousarray(strip)[None])[0]
             if op.transposed:
                 offset = start - 2 * lo
                 y = y[:, offset:offset + (stop - start)]
-            rows = y.transpose(1, 0, 2)
-            target.store.write(start, rows)
-            target.accumulate(rows)
+            target.store.write(start, y)
+            target.accumulate(y)
         return target
 
     def _pointwise(self, shape, combine, reads: list[Frame], target: Frame | None = None) -> Frame:
         channels, height, width = shape
         out = target if target is not None else self.new_frame(channels, height, width)
-        step = max(1, (64 << 20) // max(1, channels * width * 4))
+        step = max(1, self.config.strip_bytes // max(1, 4 * channels * width))
         for start in range(0, height, step):
             stop = min(height, start + step)
             out.store.write(start, combine(*[f.read(start, stop) for f in reads]))

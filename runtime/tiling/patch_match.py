@@ -14,16 +14,16 @@ from ..attention import _normalise_rows, hole_patches
 
 
 def _band_patches(rows: np.ndarray, size: int) -> np.ndarray:
-    """(size, C, W) rows -> (W/size, C*size*size) patches with (c, i, j) feature order."""
-    _, c, w = rows.shape
-    x = rows.reshape(size, c, w // size, size)
-    return x.transpose(2, 1, 0, 3).reshape(w // size, c * size * size)
+    """(C, size, W) rows -> (W/size, C*size*size) patches with (c, i, j) feature order."""
+    c, _, w = rows.shape
+    x = rows.reshape(c, size, w // size, size)
+    return x.transpose(2, 0, 1, 3).reshape(w // size, c * size * size)
 
 
 def patch_match_frames(source, target, hole: np.ndarray, size: int, query_chunk: int = 2048) -> None:
     """Write `source` with hole patches replaced by their best non-hole patch into `target`.
 
-    source/target: objects with .read(start, stop) -> (rows, C, W) effective values and
+    source/target: objects with .read(start, stop) -> (C, rows, W) effective values and
     .store.write(start, rows); hole: (h, w) binary latent mask."""
     channels, height, width = source.shape
     per_row = width // size
@@ -60,7 +60,7 @@ def patch_match_frames(source, target, hole: np.ndarray, size: int, query_chunk:
         rows = source.read(int(key_band) * size, (int(key_band) + 1) * size)
         for key in set(k for k in best_key.tolist() if k // per_row == key_band):
             column = key % per_row
-            fetched[key] = rows[:, :, column * size:(column + 1) * size].copy()
+            fetched[key] = rows[:, :, column * size:(column + 1) * size].copy()  # (C, size, size)
     for band in range(height // size):
         rows = source.read(band * size, (band + 1) * size)
         for column in np.flatnonzero(is_hole[band]):
