@@ -18,6 +18,8 @@ from .histogram import match_histograms
 from .mask_filters import Window, blend_weight
 from .warp import clip_like_skimage, cubic, inside_mask, nearest, source_positions
 
+CHUNK_PIXELS = 1 << 14  # window pixels per strip of the cubic warp
+
 
 @dataclass
 class PastedFace:
@@ -61,9 +63,13 @@ def footprint(affine: np.ndarray, size: int, photo_shape: tuple[int, int]) -> Wi
 def warp_back(matched_u8: np.ndarray, inverse: np.ndarray, window: Window) -> np.ndarray:
     """Keys cubic warp of the matched crop into the photo window, clipped by the 0.18.3 rule
     against the crop's own range (float64, 0..255)."""
-    x, y = source_positions(inverse, window.rows, window.cols)
-    raw = matched_u8.astype(np.float64)
-    return clip_like_skimage(cubic(raw, x, y), float(raw.min()), float(raw.max()))
+    out = np.empty((window.bottom - window.top, window.right - window.left, matched_u8.shape[2]), np.float64)
+    step = max(1, CHUNK_PIXELS // max(1, out.shape[1]))  # row strips that stay in cache
+    for top in range(window.top, window.bottom, step):
+        rows = range(top, min(top + step, window.bottom))
+        x, y = source_positions(inverse, rows, window.cols)
+        out[top - window.top:rows.stop - window.top] = cubic(matched_u8, x, y)
+    return clip_like_skimage(out, float(matched_u8.min()), float(matched_u8.max()))
 
 
 def backward_mask(forward: np.ndarray, inverse: np.ndarray, window: Window) -> np.ndarray:
@@ -104,13 +110,23 @@ def paste_faces(photo_u8: np.ndarray, enhanced_u8: np.ndarray, affines: np.ndarr
     """Paste N enhanced crops (N x S x S x 3 uint8) into the photo in order; returns the
     uint8 result (rint, as the original saves it) and each face's intermediates.
     `full_frame=True` computes every intermediate over the whole photo (for checks)."""
-    canvas = photo_u8.astype(np.float64)
+    affines = np.asarray(affines, dtype=np.float64).reshape(-1, 3, 3)
+    size = enhanced_u8.shape[1] if len(enhanced_u8) else 0
+    windows = [Window.full(photo_u8.shape[:2]) if full_frame else footprint(a, size, photo_u8.shape) for a in affines]
+    if not windows:
+        return photo_u8.copy(), []
+    # The float canvas only needs to cover the union of the windows: elsewhere nothing is
+    # blended and rint(255 * (v / 255)) == v for every uint8 v.
+    union = Window(min(w.top for w in windows), max(w.bottom for w in windows), min(w.left for w in windows),
+                   max(w.right for w in windows), windows[0].shape)
+    canvas = np.zeros(photo_u8.shape, np.float64)  # lazily touched: only `union` is written
+    canvas[union.slices] = photo_u8[union.slices]
     bounds = (float(photo_u8.min()), float(photo_u8.max()))
-    faces = []
-    for enhanced, affine in zip(enhanced_u8, np.asarray(affines, dtype=np.float64).reshape(-1, 3, 3)):
-        window = Window.full(photo_u8.shape[:2]) if full_frame else None
-        faces.append(paste_face(canvas, photo_u8, enhanced, affine, window, bounds))
-    return to_u8(canvas), faces
+    faces = [paste_face(canvas, photo_u8, enhanced, affine, window, bounds)
+             for enhanced, affine, window in zip(enhanced_u8, affines, windows)]
+    output = photo_u8.copy()
+    output[union.slices] = to_u8(canvas[union.slices])
+    return output, faces
 
 
 def to_u8(canvas: np.ndarray) -> np.ndarray:

@@ -43,19 +43,54 @@ def bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray, scale: float = 1.0
     return (1 - dr) * top + dr * bottom
 
 
+def zero_bordered(image: np.ndarray) -> np.ndarray:
+    """A float64 copy of a small HxW(xC) source with a one-pixel zero frame, for `_take`."""
+    image = image[..., None] if image.ndim == 2 else image
+    out = np.zeros((image.shape[0] + 2, image.shape[1] + 2, image.shape[2]), np.float64)
+    out[1:-1, 1:-1] = image
+    return out
+
+
+def _take(bordered: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """bordered[r + 1, c + 1] for any integer r, c: positions outside the source are clipped
+    onto the zero frame, so they read exactly 0 (same values as `_gather`, fewer passes)."""
+    h2, w2, channels = bordered.shape
+    index = np.clip(rows + 1, 0, h2 - 1) * w2 + np.clip(cols + 1, 0, w2 - 1)
+    return np.take(bordered.reshape(-1, channels), index, axis=0)
+
+
 def _keys(t: np.ndarray, f0, f1, f2, f3) -> np.ndarray:
     """Catmull-Rom (a = -0.5) through f0..f3 at fraction t, in the original's operation order."""
-    return f1 + 0.5 * t * (f2 - f0 + t * (2.0 * f0 - 5.0 * f1 + 4.0 * f2 - f3 + t * (3.0 * (f1 - f2) + f3 - f0)))
+    # f1 + 0.5 t (f2 - f0 + t (2 f0 - 5 f1 + 4 f2 - f3 + t (3 (f1 - f2) + f3 - f0))), written
+    # with in-place steps in the same order (every rounding identical, fewer temporaries).
+    inner = f1 - f2
+    inner *= 3.0
+    inner += f3
+    inner -= f0
+    inner *= t
+    middle = 2.0 * f0
+    middle -= 5.0 * f1
+    middle += 4.0 * f2
+    middle -= f3
+    middle += inner
+    middle *= t
+    outer = f2 - f0
+    outer += middle
+    outer *= 0.5 * t
+    outer += f1
+    return outer
 
 
 def cubic(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Keys cubic samples (4x4 neighbours, along x first, then y), zero outside."""
+    """Keys cubic samples of a small HxWxC source (4x4 neighbours, along x first, then y),
+    zero outside; float64."""
+    bordered = zero_bordered(image)
     r0, c0 = np.floor(y), np.floor(x)
     tr, tc = (y - r0)[..., None], (x - c0)[..., None]
     r0, c0 = r0.astype(np.int64), c0.astype(np.int64)
     rows = []
     for dr in (-1, 0, 1, 2):
-        taps = [_gather(image, r0 + dr, c0 + dc) for dc in (-1, 0, 1, 2)]
+        taps = [_take(bordered, r0 + dr, c0 + dc) for dc in (-1, 0, 1, 2)]
         rows.append(_keys(tc, *taps))
     return _keys(tr, *rows)
 
@@ -66,10 +101,9 @@ def round_half_away(v: np.ndarray) -> np.ndarray:
 
 
 def nearest(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Nearest samples of an HxW (or HxWxC) array, zero outside."""
-    squeeze = image.ndim == 2
-    values = _gather(image[..., None] if squeeze else image, round_half_away(y), round_half_away(x))
-    return values[..., 0] if squeeze else values
+    """Nearest samples of a small HxW (or HxWxC) source, zero outside; float64."""
+    values = _take(zero_bordered(image), round_half_away(y), round_half_away(x))
+    return values[..., 0] if image.ndim == 2 else values
 
 
 def inside_mask(shape: tuple[int, int], x: np.ndarray, y: np.ndarray) -> np.ndarray:
