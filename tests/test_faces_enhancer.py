@@ -148,3 +148,12 @@ def test_real_generator_512(synthetic_release, tmp_path_factory):
     backend = create_backend("ort", exported_face_models(synthetic_release, tmp_path_factory, "face_512"), threads=2)
     result = FaceEnhancer(backend, FakeDetector(reference_detections(z)), crop_size=512).enhance(z["image"])
     assert result.enhanced_faces[0].enhanced.shape == (512, 512, 3)
+
+
+def test_opencv_sampler_is_an_explicit_close_option():
+    z = _need("face_align_scratch_d")
+    exact = _enhancer(reference_detections(z)).enhance(z["image"]).image
+    fast = _enhancer(reference_detections(z), sampler="opencv").enhance(z["image"]).image
+    assert np.abs(exact.astype(int) - fast.astype(int)).max() <= 16
+    with pytest.raises(ValueError, match="sampler"):
+        _enhancer([], sampler="bilinear")
