@@ -87,11 +87,15 @@ def find_nvcc() -> str | None:
 
 
 def cuda_include_dir(nvcc: str | None = None) -> Path | None:
+    """The CUDA toolkit's include/ (next to nvcc, $CUDA_HOME, $CUDA_PATH or /usr/local/cuda)."""
     nvcc = nvcc or find_nvcc()
-    if nvcc is None:
-        return None
-    include = Path(nvcc).resolve().parent.parent / "include"
-    return include if (include / "cuda_runtime_api.h").is_file() else None
+    roots = [Path(nvcc).resolve().parent.parent] if nvcc else []
+    roots += [Path(p) for p in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")) if p]
+    roots.append(Path("/usr/local/cuda"))
+    for root in roots:
+        if (root / "include" / "cuda_runtime_api.h").is_file():
+            return root / "include"
+    return None
 
 
 def detect_arches() -> tuple[str, ...]:
