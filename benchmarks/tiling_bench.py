@@ -110,6 +110,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--modes", default="quality,scratch,hr")
+    parser.add_argument("--sizes", default="", help="override: comma-separated megapixels for every mode")
+    parser.add_argument("--append", action="store_true", help="add to the existing tiling.json")
+    parser.add_argument("--untiled", default="auto", choices=["auto", "no"], help="also run the untiled path where it fits")
     parser.add_argument("--one", nargs=3, metavar=("MODE", "MP", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -119,11 +122,15 @@ def main() -> None:
     from trt_restore.tiling.plan import untiled_peak_estimate
 
     sizes = QUICK if args.quick else FULL
-    rows = []
+    if args.sizes:
+        sizes = {mode: [float(v) for v in args.sizes.split(",")] for mode in FULL}
+    previous = Path(args.out) / "tiling.json"
+    rows = json.loads(previous.read_text())["runs"] if args.append and previous.is_file() else []
     for mode in args.modes.split(","):
         for mp in sizes[mode]:
             h = int((mp * 1e6 * 3 / 4) ** 0.5)
-            paths = [True] + ([False] if untiled_peak_estimate(mode, h, h * 4 // 3) <= UNTILED_LIMIT else [])
+            fits = untiled_peak_estimate(mode, h, h * 4 // 3) <= UNTILED_LIMIT and args.untiled == "auto"
+            paths = [True] + ([False] if fits else [])
             for tiled in paths:
                 row = run_child(args, mode, mp, tiled)
                 rows.append(row)

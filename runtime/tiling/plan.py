@@ -44,7 +44,10 @@ def plan_tiling(mode: str, height: int, width: int, tile: str | int | None = "au
     if tile in (None, "off", "none", 0, "0"):
         return None
     working = max(64 << 20, budget - BASE_OVERHEAD)
-    config = ExecutorConfig(strip_bytes=max(16 << 20, working // 8), ram_map_bytes=max(8 << 20, working // 6))
+    # up to ~6 maps are alive at once (residual stream, two block temporaries, entry maps):
+    # those above working/12 go to disk; a strip's buffers (input, im2col, output, copies)
+    # take about twice strip_bytes
+    config = ExecutorConfig(strip_bytes=max(16 << 20, working // 10), ram_map_bytes=max(8 << 20, working // 12))
     if tile == "on":
         return config
     if tile == "auto":
