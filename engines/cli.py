@@ -42,7 +42,8 @@ def build_engines_command(
     from ..restorer import DEFAULT_MODELS
     from ..tiling.plan import parse_size as parse_bytes
     from .builder import BuildError, BuildOptions, build_engines
-    from .environment import GpuUnavailable, TensorRTUnavailable, gpu_info, import_tensorrt
+    from . import environment
+    from .profiles import graph_profile
 
     if precision not in ("fp32", "fp16", "int8"):
         typer.echo(f"error: --precision must be fp32, fp16 or int8, not {precision!r}", err=True)
@@ -53,13 +54,14 @@ def build_engines_command(
                                version_compatible=version_compatible, engines_dir=engines_dir,
                                graphs=tuple(graphs) if graphs else None, workspace_bytes=parse_bytes(workspace),
                                force=force)
+        graph_profile("mapping_quality", options.max_size, options.opt_size)  # size errors before TensorRT
     except (ProfileError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2)
     try:
-        trt = import_tensorrt(require_builder=True)
-        gpu = gpu_info()
-    except (TensorRTUnavailable, GpuUnavailable) as err:
+        trt = environment.import_tensorrt(require_builder=True)
+        gpu = environment.gpu_info()
+    except (environment.TensorRTUnavailable, environment.GpuUnavailable) as err:
         typer.echo(f"error: cannot build engines here: {err}", err=True)
         raise typer.Exit(2)
 

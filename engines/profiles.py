@@ -112,13 +112,17 @@ def _spatial(width: int, height: int, multiple: int, scale: float) -> tuple[int,
     return max(1, int(h * scale)), max(1, int(w * scale))
 
 
+def _round_nearest(value: float, multiple: int) -> int:
+    return max(multiple, int(round(value / multiple) * multiple))
+
+
 def detection_shape(width: int, height: int) -> tuple[int, int]:
-    """Same rule as runtime.preprocess.detection_size (short side 256, multiples of 16)."""
+    """Same rule as runtime.preprocess.detection_size (short side 256, nearest multiples of 16)."""
     if height < width:
         th, tw = DETECTION_SHORT_SIDE, width / height * DETECTION_SHORT_SIDE
     else:
         th, tw = height / width * DETECTION_SHORT_SIDE, DETECTION_SHORT_SIDE
-    return _round_up(th, 16), _round_up(tw, 16)
+    return _round_nearest(th, 16), _round_nearest(tw, 16)
 
 
 def graph_profile(graph: str, max_size: tuple[int, int] = DEFAULT_MAX_SIZE,
