@@ -111,7 +111,9 @@ def bench_steps(photos, detector_name, models, sizes, threads, max_faces_512):
 def markdown(report) -> str:
     lines = ["# Face stage: detectors and timings", "",
              f"Machine: {report['machine']}; onnxruntime CPU, {report['threads']} thread(s). "
-             "Produced by `benchmarks/faces_bench.py` (numbers in `faces.json`).", "",
+             "Produced by `benchmarks/faces_bench.py` (numbers in `faces.json`). 1-minute load average "
+             f"{report['load_average_before']} before, {report['load_average_after']} after (other jobs shared "
+             "the cores: times are upper bounds; best of 2 runs per photo).", "",
              "## Detections on the 12 test photos of the original (11 faces by eye)", ""]
     available = {k: v for k, v in report["detectors"].items() if v["available"]}
     header = "| photo | by eye | " + " | ".join(available) + " |"
@@ -154,9 +156,11 @@ def main() -> None:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor())
     report = {"machine": f"{cpu}, {len(os.sched_getaffinity(0))} cores available", "threads": args.threads,
+              "load_average_before": round(os.getloadavg()[0], 2),
               "detectors": bench_detectors(photos, args.yunet_model), "steps_detector": args.steps_detector}
     sizes = [s for s in (256, 512) if (args.models / f"face_{s}.onnx").is_file()]
     report["steps"] = bench_steps(photos, args.steps_detector, args.models, sizes, args.threads, args.max_faces_512)
+    report["load_average_after"] = round(os.getloadavg()[0], 2)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "faces.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "faces.md").write_text(markdown(report))

@@ -98,3 +98,15 @@ def test_cli_faces_flag_errors_clearly_when_missing(exported_models, tmp_path):
     result = runner.invoke(app, ["restore", str(photo), "-o", str(tmp_path / "o"), "-m", str(exported_models),
                                  "--backend", "ort"])
     assert result.exit_code == 0 and "faces: off (" in result.output
+
+
+def test_face_modules_never_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import trt_restore.faces.enhancer, trt_restore.faces.stage, trt_restore.faces.detectors.scrfd\n"
+            "import trt_restore.faces.detectors.dlib_hog, trt_restore.faces.detectors.yunet, trt_restore.faces.fetch_models\n"
+            "assert not [m for m in sys.modules if m.split('.')[0] == 'torch']\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
