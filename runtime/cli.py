@@ -269,6 +269,17 @@ from .engines.cli import build_engines_command  # noqa: E402 - implementation li
 app.command("build-engines")(build_engines_command)
 
 
+def _register_serving() -> None:
+    """`serve` and `batch` live in trt_restore.serve (FastAPI/Ray imported only when run)."""
+    from .serve.commands import batch_command, serve_command
+
+    app.command("serve")(serve_command)
+    app.command("batch")(batch_command)
+
+
+_register_serving()
+
+
 def _progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

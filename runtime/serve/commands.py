@@ -1,0 +1,155 @@
+"""The `serve` and `batch` commands; cli.py registers them. Only typer is imported here."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+MODELS_HELP = "Exported model directory (default: $TRT_RESTORE_MODELS or ~/.cache/trt-restore/models)."
+
+
+def _parse_size(text: str) -> int:
+    from ..tiling.plan import parse_size
+
+    return int(parse_size(text))
+
+
+def serve_command(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on. Anything but loopback needs "
+                             "an API key (--api-key / TRT_RESTORE_API_KEY) or --allow-no-auth."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    models: Optional[Path] = typer.Option(None, "--models", "-m", help=MODELS_HELP),
+    backend: str = typer.Option("auto", "--backend", help="auto | ort | trt."),
+    modes: str = typer.Option("quality,scratch,hr", "--modes", help="Modes to load and warm up at start "
+                              "(comma-separated; modes whose models are missing are left out)."),
+    faces: str = typer.Option("auto", "--faces", help="auto: offer face enhancement where its models and a "
+                              "detector exist (on by default then); on: required; off: never."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Inference workers, each with its own backend "
+                                "context (onnxruntime sessions on the CPU; one per GPU)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="onnxruntime threads per worker "
+                                          "(default: cores / workers)."),
+    max_queue: int = typer.Option(8, "--max-queue", min=0, help="Photos that may wait for a worker; beyond "
+                                  "that requests get 429 with Retry-After."),
+    max_upload: str = typer.Option("50M", "--max-upload", help="Largest request body, e.g. 50M."),
+    max_megapixels: float = typer.Option(40.0, "--max-megapixels", help="Largest photo (from its header, "
+                                         "checked before decoding)."),
+    grace: float = typer.Option(30.0, "--grace", help="At shutdown, seconds to finish queued photos before "
+                                "the rest are answered 503."),
+    tile: str = typer.Option("auto", "--tile", help="auto | on | off | N, as for restore."),
+    max_memory: str = typer.Option("4G", "--max-memory", help="Memory budget for one photo."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="TRT_RESTORE_API_KEY",
+                                          help="Require this key (X-API-Key or Authorization: Bearer)."),
+    allow_no_auth: bool = typer.Option(False, "--allow-no-auth", help="Allow a non-loopback bind without "
+                                       "an API key."),
+    ray: Optional[str] = typer.Option(None, "--ray", is_flag=False, flag_value="", metavar="[ADDRESS]",
+                                      help="Run as a Ray Serve deployment (on a local Ray, or the cluster at "
+                                      "ADDRESS). Put it last or write --ray=ADDRESS."),
+    replicas: int = typer.Option(1, "--replicas", min=1, help="Ray Serve replicas (one per GPU or CPU worker)."),
+    replica_cpus: float = typer.Option(1.0, "--replica-cpus", help="CPUs per Ray Serve replica."),
+    replica_gpus: float = typer.Option(0.0, "--replica-gpus", help="GPUs per Ray Serve replica."),
+    log_level: str = typer.Option("info", "--log-level", help="debug | info | warning."),
+) -> None:
+    """Serve restoration over HTTP with a web page (FastAPI + uvicorn; needs the \\[serve] extra).
+
+    POST /v1/restore (PNG out) and /v1/restore/json (timings), GET / (web page), /healthz,
+    /readyz, /v1/info. See docs/serving.md."""
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as err:
+        typer.echo(f"error: serving needs the [serve] extra ({err.name} is missing): "
+                   f"pip install 'trt-restore[serve]'", err=True)
+        raise typer.Exit(2)
+    from ..restorer import DEFAULT_MODELS
+    from .app import ServeConfig
+    from .decode import Limits
+    from .engine import EngineConfig
+    from .server import check_bind, serve
+
+    try:
+        check_bind(host, api_key, allow_no_auth)
+        chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
+        engine = EngineConfig(models=models or DEFAULT_MODELS, backend=backend, workers=workers, threads=threads,
+                              max_queue=max_queue, modes=chosen, faces=faces, tile=tile, max_memory=max_memory)
+        limits = Limits(max_bytes=_parse_size(max_upload), max_pixels=int(max_megapixels * 1e6))
+        config = ServeConfig(engine=engine, limits=limits, api_key=api_key, grace=grace)
+        from .engine import Engine
+
+        Engine(engine)  # validates the options
+    except ValueError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2)
+    if ray is not None:
+        from .ray_serve import serve_on_ray
+
+        serve_on_ray(config, ray or None, host, port, replicas, replica_cpus, replica_gpus)
+        return
+    serve(config, host, port, log_level)
+
+
+def batch_command(
+    inputs: list[str] = typer.Argument(..., help="Photos, folders (see --recursive) or quoted globs."),
+    output_dir: Path = typer.Option(..., "--output", "-o", help="Output folder: PNGs (a folder's tree is "
+                                    "mirrored), manifest.jsonl and manifest.csv."),
+    scratch: bool = typer.Option(False, "--scratch", help="Scratch mode."),
+    hr: bool = typer.Option(False, "--hr", help="HR scratch mode."),
+    faces: Optional[bool] = typer.Option(None, "--faces/--no-faces", help="Face enhancement (default: when "
+                                         "available)."),
+    models: Optional[Path] = typer.Option(None, "--models", "-m", help=MODELS_HELP),
+    backend: str = typer.Option("auto", "--backend", help="auto | ort | trt."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="onnxruntime threads per worker."),
+    tile: str = typer.Option("auto", "--tile", help="auto | on | off | N."),
+    max_memory: str = typer.Option("4G", "--max-memory", help="Memory budget for one photo."),
+    minmax: bool = typer.Option(False, "--minmax", help="Min-max stretch like the original."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into subfolders of folder inputs."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo photos whose output exists (default: skip "
+                                   "them, so a rerun resumes)."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Results log (default OUT/manifest.jsonl; "
+                                            "a .csv summary is written beside it)."),
+    ray: Optional[str] = typer.Option(None, "--ray", is_flag=False, flag_value="", metavar="[ADDRESS]",
+                                      help="Run on Ray Data (a local Ray, or the cluster at ADDRESS). Put it "
+                                      "last or write --ray=ADDRESS. Paths must be shared by all nodes."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Parallel workers: threads in-process, actors "
+                                "with --ray (each loads the models)."),
+    worker_cpus: float = typer.Option(1.0, "--worker-cpus", help="CPUs per Ray worker."),
+    worker_gpus: float = typer.Option(0.0, "--worker-gpus", help="GPUs per Ray worker."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Files per Ray Data batch."),
+    progress_every: float = typer.Option(10.0, "--progress-every", help="Seconds between progress lines "
+                                         "when stderr is not a terminal."),
+) -> None:
+    """Restore many photos, resumable: finished outputs are skipped on rerun, outputs are
+    atomic, and a manifest records every file's status and error. In-process by default,
+    on a Ray cluster with --ray. Exit code 0 all done, 1 some failed, 2 usage error."""
+    from ..restorer import DEFAULT_MODELS
+    from .batch import RestoreOptions, run_batch
+
+    mode = "hr" if hr else "scratch" if scratch else "quality"
+    models_dir = Path(models or DEFAULT_MODELS).expanduser()
+    if not (models_dir / "models.json").is_file():
+        typer.echo(f"error: {models_dir}: no exported models (run `trt-restore export`)", err=True)
+        raise typer.Exit(2)
+    if ray is not None:
+        try:
+            import ray as _ray  # noqa: F401
+            import ray.data  # noqa: F401
+        except ImportError:
+            typer.echo("error: --ray needs the [ray] extra: pip install 'trt-restore[ray]'", err=True)
+            raise typer.Exit(2)
+    options = RestoreOptions(models=str(models_dir.resolve()), mode=mode, backend=backend, faces=faces,
+                             threads=threads, tile=tile, max_memory=max_memory, minmax=minmax)
+    try:
+        summary = run_batch(inputs, output_dir, options, recursive=recursive, overwrite=overwrite,
+                            manifest=manifest, ray_address=ray or None, use_ray=ray is not None, workers=workers,
+                            num_cpus=worker_cpus, num_gpus=worker_gpus, batch_size=batch_size,
+                            progress_every=progress_every)
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2)
+    for problem in summary.problems:
+        typer.echo(f"error: {problem}", err=True)
+    typer.echo(f"{summary.restored} restored, {summary.skipped} skipped (done before), {summary.failed} failed, "
+               f"{len(summary.problems)} not started -> {output_dir} (manifest {summary.manifest}, "
+               f"{summary.seconds:.1f} s)", err=True)
+    raise typer.Exit(summary.exit_code)

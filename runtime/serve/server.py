@@ -1,0 +1,66 @@
+"""Running the service: uvicorn with a graceful shutdown tied to the engine.
+
+On SIGTERM/SIGINT the server stops listening, `/readyz` turns 503 and new requests are
+refused at once (503); queued and running photos are finished for up to `grace` seconds,
+then what is still queued is answered 503 (never dropped silently); uvicorn then closes.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import threading
+
+log = logging.getLogger("trt_restore.serve")
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and names resolving only to them (localhost)."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except socket.gaierror:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
+
+
+def check_bind(host: str, api_key: str | None, allow_no_auth: bool) -> None:
+    """Refuse to expose the service beyond this machine without an API key."""
+    if api_key or allow_no_auth or is_loopback(host):
+        return
+    raise ValueError(f"binding to {host} exposes the service to the network: set an API key with --api-key "
+                     f"or TRT_RESTORE_API_KEY (or pass --allow-no-auth to run without one)")
+
+
+def make_server(app, host: str, port: int, grace: float, log_level: str = "info"):
+    """A uvicorn Server whose exit handler starts draining the engine at once."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):  # called from the signal handler
+            if not getattr(self, "_draining", False):
+                self._draining = True
+                log.info("shutdown requested: draining (up to %.0f s), refusing new work", grace)
+                engine = getattr(app.state, "engine", None)
+                if engine is not None:
+                    threading.Thread(target=engine.shutdown, args=(grace,), name="drain",
+                                     daemon=True).start()
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=int(grace) + 15,
+                            timeout_keep_alive=5, access_log=log_level == "debug")
+    return Server(config)
+
+
+def serve(config, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+    """Build the app for `config` (a ServeConfig) and serve it until a signal arrives."""
+    from .app import create_app
+
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(config)
+    server = make_server(app, host, port, config.grace, log_level)
+    server.run()
