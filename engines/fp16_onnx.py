@@ -61,7 +61,7 @@ def convert_to_fp16(model, keep_fp32: tuple[str, ...] = DEFAULT_KEEP_FP32):
         output_alias[name] = unique(f"{name}__fp16")
 
     for node in graph.node:
-        node_inputs = [renamed.get(name, name) for name in node.input]
+        node_inputs = [renamed.get(name, output_alias.get(name, name)) for name in node.input]
         if node.op_type == "Constant":
             for attr in node.attribute:
                 if attr.name == "value" and attr.t.data_type == FLOAT and node.output[0] not in fp32_names:

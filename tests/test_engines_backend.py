@@ -1,0 +1,98 @@
+"""The TensorRT backend: why `auto` falls back, and its buffer/stream handling with stand-ins."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engines_support import H100, FakeCudart, FakeTrt, models_dir
+from trt_restore import attention
+from trt_restore.backends import create_backend
+from trt_restore.backends.tensorrt_backend import TrtBackend, TrtBackendUnavailable, availability
+from trt_restore.engines.builder import BuildOptions, build_engines
+from trt_restore.engines.environment import GpuUnavailable, gpu_info
+
+
+@pytest.fixture
+def models(tmp_path):
+    return models_dir(tmp_path / "models")
+
+
+def _tensorrt_installed() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(_tensorrt_installed(), reason="TensorRT is installed here")
+def test_auto_falls_back_to_onnxruntime_and_says_why(models):
+    backend = create_backend("auto", models)
+    assert backend.name == "ort"
+    assert backend.fallback_reason.startswith("TensorRT not used: no TensorRT:")
+    assert "onnxruntime (CPU)" in backend.fallback_reason
+    with pytest.raises(RuntimeError, match="TensorRT backend unavailable: no TensorRT"):
+        create_backend("trt", models)
+    assert create_backend("ort", models).name == "ort"
+    with pytest.raises(ValueError, match="unknown backend"):
+        create_backend("cuda", models)
+
+
+def test_fallback_reasons_in_order(models, tmp_path):
+    trt = FakeTrt("10.3.0")
+    # no GPU: the CUDA bindings report an error (or are missing)
+    with pytest.raises(GpuUnavailable, match="cudaGetDeviceCount"):
+        gpu_info(cudart=FakeCudart(error=35))
+    with pytest.raises(GpuUnavailable, match="no CUDA GPU"):
+        gpu_info(cudart=FakeCudart(device_count=0))
+    assert gpu_info(cudart=FakeCudart()).name == "NVIDIA H100 80GB HBM3"
+    ok, why = availability(models, trt=trt)  # real probe: no cuda-python / no driver on this machine
+    if not ok:
+        assert why.startswith("no CUDA GPU:")
+    ok, why = availability(tmp_path / "nothing", trt=trt, gpu=H100)
+    assert not ok and why.startswith("no models:")
+    ok, why = availability(models, trt=trt, gpu=H100)
+    assert not ok and "no fp16 engines for NVIDIA H100" in why and "build-engines" in why
+    build_engines(BuildOptions(models_dir=models, graphs=("mapping_quality",)), trt=trt, gpu=H100,
+                  on_event=lambda m: None)
+    assert availability(models, trt=trt, gpu=H100) == (True, "")
+    ok, why = availability(models, precision="fp32", trt=trt, gpu=H100)
+    assert not ok and "no fp32 engines" in why
+    ok, why = availability(models, trt=FakeTrt("10.4.0"), gpu=H100)
+    assert not ok and "TensorRT 10.3.0" in why
+
+
+def test_backend_runs_engines_with_reused_pinned_buffers(models, monkeypatch):
+    trt, cudart = FakeTrt("10.3.0"), FakeCudart()
+    build_engines(BuildOptions(models_dir=models, max_size=(512, 512), opt_size=(256, 256)), trt=trt, gpu=H100,
+                  on_event=lambda m: None)
+    monkeypatch.setenv("TRT_RESTORE_PLUGIN_LIB", "/nonexistent/lib.so")
+    from trt_restore.engines import kernels
+
+    monkeypatch.setattr(kernels, "find_library", lambda explicit=None: None)
+    backend = TrtBackend(models, trt=trt, cudart=cudart, gpu=H100)
+    assert "TensorRT 10.3.0 on NVIDIA H100" in backend.describe() and "numpy" in backend.describe()
+    x = np.random.default_rng(0).standard_normal((1, 64, 32, 48)).astype(np.float32)
+    out = backend.run("mapping_quality", {"latent": x})
+    np.testing.assert_array_equal(out["out"], x * 2)
+    allocations = cudart.allocations
+    smaller = x[:, :, :16, :40].copy()
+    np.testing.assert_array_equal(backend.run("mapping_quality", {"latent": smaller})["out"], smaller * 2)
+    assert cudart.allocations == allocations  # buffers only grow
+    kinds = [kind for kind, _ in cudart.copies]
+    assert kinds.count(1) == 2 and kinds.count(2) == 2
+    with pytest.raises(RuntimeError, match="no TensorRT engine for mapping_quality"):
+        backend.run("mapping_quality", {"latent": np.zeros((1, 64, 200, 200), np.float32)})
+    # without the kernel library the attention steps fall back to numpy
+    rng = np.random.default_rng(1)
+    theta, phi, g = (rng.standard_normal((512, 40)).astype(np.float32) * 0.05 for _ in range(3))
+    valid = rng.random(40) > 0.3
+    np.testing.assert_allclose(backend.masked_attention(theta, phi, g, valid),
+                               attention.masked_attention(theta, phi, g, valid), rtol=1e-6)
+    backend.close()
+    assert not cudart.buffers
+
+
+def test_backend_refuses_to_start_without_engines(models):
+    with pytest.raises(TrtBackendUnavailable, match="no fp16 engines"):
+        TrtBackend(models, trt=FakeTrt("10.3.0"), cudart=FakeCudart(), gpu=H100)
