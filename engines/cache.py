@@ -200,3 +200,17 @@ class EngineCache:
         if candidates:
             return min(candidates)[1], "ok"
         return None, "; ".join(reasons) if reasons else f"no {precision} engine for {graph} in {self.root}"
+
+
+def describe_cache(root: str | Path) -> list[str]:
+    """Lines for `trt-restore doctor`: the cached plans under root, one per line."""
+    cache = EngineCache(root)
+    entries = cache.entries()
+    if not entries:
+        return [f"TensorRT engines        none in {cache.root} (trt-restore build-engines)"]
+    lines = [f"TensorRT engines        {len(entries)} in {cache.root}"]
+    for sidecar, record in entries:
+        lines.append(f"  {record.get('graph')} {record.get('precision')}: {record.get('gpu_name')} "
+                     f"sm {record.get('compute_capability')}, TensorRT {record.get('tensorrt_version')}"
+                     f"{', version-compatible' if record.get('version_compatible') else ''} ({sidecar.stem})")
+    return lines

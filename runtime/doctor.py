@@ -53,7 +53,9 @@ def report(models: Path) -> str:
 
         lines.append(f"onnxruntime providers   {', '.join(onnxruntime.get_available_providers())}")
     lines.append(f"GPU                     {_gpu()}")
-    lines.append("TensorRT engines        none cached (TensorRT backend not available yet)")
+    from .engines.cache import describe_cache  # engine cache summary (engines/cache.py)
+
+    lines += describe_cache(Path(models).expanduser() / "engines")
     lines.append("models")
     lines += _models(Path(models).expanduser())
     return "\n".join(lines)

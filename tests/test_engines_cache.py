@@ -163,3 +163,15 @@ def test_detection_profile_agrees_with_the_runtime_rule():
 
     for w, h in ((1000, 700), (700, 1000), (512, 512), (3000, 1000), (333, 517), (1600, 1200), (1201, 1600)):
         assert profiles.detection_shape(w, h) == detection_size(h, w)
+
+
+def test_doctor_lists_cached_engines(tmp_path):
+    from trt_restore.doctor import report
+    from trt_restore.engines.cache import describe_cache
+
+    assert "none in" in describe_cache(tmp_path / "engines")[0]
+    cache = EngineCache(tmp_path / "engines")
+    cache.store(_key(), b"plan")
+    lines = describe_cache(tmp_path / "engines")
+    assert lines[0].endswith(f"1 in {cache.root}") and "mapping_quality fp16: NVIDIA H100" in lines[1]
+    assert "TensorRT engines        1 in" in report(tmp_path)

@@ -1062,15 +1062,47 @@ size_t attentionWorkspace(int positions, int compute, AttentionWorkspace* layout
     return total;
 }
 
-template <typename Cfg, int BQ, int BK, int NW, bool kSep, typename Tio>
-int launchTc(Tio const* theta, __half const* K, __half const* Vt, int ldv, int const* count, int n, Tio* out,
-    cudaStream_t stream)
+// cudaFuncSetAttribute once per (device, kernel): launches stay free of host-side attribute
+// calls (cheap, and nothing but kernel launches while a stream is being captured into a graph).
+constexpr int kMaxDevices = 64;
+std::atomic<uint32_t> gSmemConfigured[kMaxDevices];
+
+template <typename Kernel>
+int ensureDynamicSmem(Kernel kernel, size_t bytes, int device, uint32_t bit)
 {
-    auto kernel = attentionTcKernel<BQ, BK, NW, kSep, Tio>;
-    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Cfg::kSmem));
+    bool const cached = device >= 0 && device < kMaxDevices;
+    if (cached && (gSmemConfigured[device].load() & bit) != 0)
+    {
+        return TRTR_OK;
+    }
+    cudaError_t const e
+        = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
     if (e != cudaSuccess)
     {
         return cudaStatus(e);
+    }
+    if (cached)
+    {
+        gSmemConfigured[device].fetch_or(bit);
+    }
+    return TRTR_OK;
+}
+
+template <typename Tio>
+constexpr uint32_t ioBit()
+{
+    return sizeof(Tio) == 2 ? 1u : 0u;
+}
+
+template <typename Cfg, int BQ, int BK, int NW, bool kSep, typename Tio>
+int launchTc(Tio const* theta, __half const* K, __half const* Vt, int ldv, int const* count, int n, Tio* out,
+    int device, int config, cudaStream_t stream)
+{
+    auto kernel = attentionTcKernel<BQ, BK, NW, kSep, Tio>;
+    int const status = ensureDynamicSmem(kernel, Cfg::kSmem, device, 1u << (2 * config + ioBit<Tio>()));
+    if (status != TRTR_OK)
+    {
+        return status;
     }
     kernel<<<ceilDiv(n, BQ), Cfg::kThreads, Cfg::kSmem, stream>>>(theta, K, Vt, ldv, count, n, out);
     TRTR_RETURN_IF_LAUNCH_FAILED();
@@ -1106,11 +1138,10 @@ int maskedAttention(Tio const* theta, Tio const* phi, Tio const* g, Tio const* v
     }
     else
     {
-        cudaError_t e = cudaFuncSetAttribute(
-            attentionF32Kernel<Tio>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kFSmem));
-        if (e != cudaSuccess)
+        status = ensureDynamicSmem(attentionF32Kernel<Tio>, kFSmem, info.device, 1u << (8 + ioBit<Tio>()));
+        if (status != TRTR_OK)
         {
-            return cudaStatus(e);
+            return status;
         }
     }
 
@@ -1144,15 +1175,15 @@ int maskedAttention(Tio const* theta, Tio const* phi, Tio const* g, Tio const* v
             TRTR_RETURN_IF_LAUNCH_FAILED();
             if (config == TRTR_CONFIG_LARGE)
             {
-                status = launchTc<LargeCfg, 64, 64, 16, true>(th, K, Vt, ldv, ws.count, n, o, stream);
+                status = launchTc<LargeCfg, 64, 64, 16, true>(th, K, Vt, ldv, ws.count, n, o, info.device, TRTR_CONFIG_LARGE, stream);
             }
             else if (config == TRTR_CONFIG_MEDIUM)
             {
-                status = launchTc<MediumCfg, 64, 32, 16, true>(th, K, Vt, ldv, ws.count, n, o, stream);
+                status = launchTc<MediumCfg, 64, 32, 16, true>(th, K, Vt, ldv, ws.count, n, o, info.device, TRTR_CONFIG_MEDIUM, stream);
             }
             else
             {
-                status = launchTc<SmallCfg, 32, 32, 8, false>(th, K, Vt, ldv, ws.count, n, o, stream);
+                status = launchTc<SmallCfg, 32, 32, 8, false>(th, K, Vt, ldv, ws.count, n, o, info.device, TRTR_CONFIG_SMALL, stream);
             }
             if (status != TRTR_OK)
             {
