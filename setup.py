@@ -34,7 +34,8 @@ setup(
         "trt_restore.calibration": "calibration",
         "trt_restore.serve": "runtime/serve",
     },
-    package_data={"trt_restore.export": ["manifests/*.json"], "trt_restore.serve": ["static/*"]},
+    package_data={"trt_restore.export": ["manifests/*.json"], "trt_restore.serve": ["static/*"],
+                  "trt_restore.engines": ["plugins/*.cu", "plugins/*.cpp", "plugins/*.h", "plugins/CMakeLists.txt"]},
     install_requires=[
         "numpy>=1.24",
         "opencv-python-headless>=4.8",

@@ -96,3 +96,16 @@ def test_backend_runs_engines_with_reused_pinned_buffers(models, monkeypatch):
 def test_backend_refuses_to_start_without_engines(models):
     with pytest.raises(TrtBackendUnavailable, match="no fp16 engines"):
         TrtBackend(models, trt=FakeTrt("10.3.0"), cudart=FakeCudart(), gpu=H100)
+
+
+def test_engine_modules_never_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import trt_restore.backends.tensorrt_backend, trt_restore.engines.builder, trt_restore.engines.cli\n"
+            "import trt_restore.engines.kernels\n"
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx', 'tensorrt'))\n"
+            "assert not heavy, heavy\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
