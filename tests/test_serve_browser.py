@@ -7,9 +7,6 @@ import base64
 import io
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +21,7 @@ if not Path(CHROMIUM).is_file():
     pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium; .ci/run installs it)",
                 allow_module_level=True)
 
-from serve_support import free_port, serve_models  # noqa: E402,F401  (fixture)
+from serve_support import running_service, serve_models  # noqa: E402,F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -33,26 +30,14 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 
 @pytest.fixture(scope="module")
 def service(serve_models):
-    """The real app (scratch mode, real models) under uvicorn in a thread on loopback."""
-    import uvicorn
-
-    from trt_restore.serve.app import ServeConfig, create_app
+    """The real app (scratch mode only, real models) under uvicorn on loopback."""
+    from trt_restore.serve.app import ServeConfig
     from trt_restore.serve.engine import EngineConfig
 
-    config = ServeConfig(engine=EngineConfig(models=serve_models, backend="ort", modes=("quality", "scratch"),
+    config = ServeConfig(engine=EngineConfig(models=serve_models, backend="ort", modes=("scratch",),
                                              threads=2), grace=5)
-    app = create_app(config)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not (server.started and getattr(app.state, "engine", None) and app.state.engine.ready):
-        assert time.monotonic() < deadline, "service did not become ready"
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(30)
+    with running_service(config) as (url, _):
+        yield url
 
 
 def screenshot(target) -> np.ndarray:

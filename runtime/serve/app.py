@@ -17,6 +17,8 @@ import contextlib
 import hmac
 import json
 import logging
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,12 @@ from .engine import Engine, EngineConfig, NotReady, OptionUnavailable, QueueFull
 log = logging.getLogger("trt_restore.serve")
 STATIC = Path(__file__).with_name("static")
 TRUE = {"1", "true", "yes", "on"}
+
+
+def server_id() -> str:
+    """Which process answered (Ray Serve replicas, load tests); computed where the app runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
 FALSE = {"0", "false", "no", "off"}
 
 
@@ -40,6 +48,7 @@ class ServeConfig:
     limits: Limits = field(default_factory=Limits)
     api_key: str | None = None  # required in X-API-Key or "Authorization: Bearer" when set
     grace: float = 30.0  # seconds to finish queued work at shutdown before rejecting it
+    block_startup: bool = False  # start-up waits for the warm-up (Ray Serve: a replica is RUNNING only when warm)
 
 
 class HTTPError(Exception):
@@ -140,6 +149,8 @@ def create_app(config: ServeConfig, engine: Engine | None = None):
         app.state.engine = holder["engine"]
         if not holder["engine"]._workers:
             holder["engine"].start()
+        if config.block_startup and not await asyncio.to_thread(holder["engine"].wait_ready):
+            raise RuntimeError(f"the models could not be loaded: {holder['engine'].error}")
         try:
             yield
         finally:
@@ -283,7 +294,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None):
                    "encode_png": encoded}
         height, width = job.result.restored.shape[:2]
         meta = {"tag": tag, "mode": mode, "faces": job.faces, "width": width, "height": height,
-                "worker": job.worker, "filename": f"{Path(name).stem or 'photo'}_restored.png"}
+                "worker": job.worker, "server": server_id(), "filename": f"{Path(name).stem or 'photo'}_restored.png"}
         if original is not None:
             meta["original_png_base64"] = base64.b64encode(await asyncio.to_thread(encode_png, original)).decode()
         return meta, png, timings
@@ -300,7 +311,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None):
         meta, png, timings = await run_restore(request)
         meta.pop("original_png_base64", None)
         headers = {"Server-Timing": server_timing(timings), "X-Tag": meta["tag"], "X-Mode": meta["mode"],
-                   "X-Faces": str(meta["faces"]).lower(), "X-Timings": json.dumps(timings, separators=(",", ":")),
+                   "X-Faces": str(meta["faces"]).lower(), "X-Server": meta["server"], "X-Timings": json.dumps(timings, separators=(",", ":")),
                    "Content-Disposition": f'inline; filename="{meta["filename"]}"'}
         headers = {k: v.encode("latin-1", "replace").decode("latin-1") for k, v in headers.items()}
         return Response(png, media_type="image/png", headers=headers)

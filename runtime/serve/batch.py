@@ -325,9 +325,14 @@ def run_ray(todo: list[Item], options: RestoreOptions, address: str | None, work
     resources = {"num_cpus": num_cpus}
     if num_gpus:
         resources["num_gpus"] = num_gpus
+    # Ray Data restarts a dead actor and retries its batch (max_restarts=-1 is its default for
+    # actor pools); whatever is lost anyway is redone by the next run, as the outputs say
+    try:
+        pool = {"compute": ray.data.ActorPoolStrategy(size=workers)}
+    except TypeError:  # older Ray
+        pool = {"concurrency": workers}
     restored = dataset.map_batches(RayRestoreWorker, fn_constructor_kwargs={"options": dataclasses.asdict(options)},
-                                   batch_size=batch_size, concurrency=workers, max_restarts=-1,
-                                   max_task_retries=-1, **resources)
+                                   batch_size=batch_size, **pool, **resources)
     for row in restored.iter_rows():
         yield {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
 

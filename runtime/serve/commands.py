@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+RAY_ADDRESS = re.compile(r"auto|local|ray://\S+|[A-Za-z0-9][\w.\-]*:\d{2,5}")  # what `--ray ADDRESS` may be
 MODELS_HELP = "Exported model directory (default: $TRT_RESTORE_MODELS or ~/.cache/trt-restore/models)."
 
 
@@ -43,9 +45,10 @@ def serve_command(
                                           help="Require this key (X-API-Key or Authorization: Bearer)."),
     allow_no_auth: bool = typer.Option(False, "--allow-no-auth", help="Allow a non-loopback bind without "
                                        "an API key."),
-    ray: Optional[str] = typer.Option(None, "--ray", is_flag=False, flag_value="", metavar="[ADDRESS]",
-                                      help="Run as a Ray Serve deployment (on a local Ray, or the cluster at "
-                                      "ADDRESS). Put it last or write --ray=ADDRESS."),
+    ray: bool = typer.Option(False, "--ray", help="Run as a Ray Serve deployment (on RAY_ADDRESS, a running "
+                             "local Ray, or a new local one; see --ray-address)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to deploy on (implies "
+                                              "--ray), e.g. auto or ray://head:10001."),
     replicas: int = typer.Option(1, "--replicas", min=1, help="Ray Serve replicas (one per GPU or CPU worker)."),
     replica_cpus: float = typer.Option(1.0, "--replica-cpus", help="CPUs per Ray Serve replica."),
     replica_gpus: float = typer.Option(0.0, "--replica-gpus", help="GPUs per Ray Serve replica."),
@@ -81,10 +84,10 @@ def serve_command(
     except ValueError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2)
-    if ray is not None:
+    if ray or ray_address:
         from .ray_serve import serve_on_ray
 
-        serve_on_ray(config, ray or None, host, port, replicas, replica_cpus, replica_gpus)
+        serve_on_ray(config, ray_address, host, port, replicas, replica_cpus, replica_gpus)
         return
     serve(config, host, port, log_level)
 
@@ -108,9 +111,10 @@ def batch_command(
                                    "them, so a rerun resumes)."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="Results log (default OUT/manifest.jsonl; "
                                             "a .csv summary is written beside it)."),
-    ray: Optional[str] = typer.Option(None, "--ray", is_flag=False, flag_value="", metavar="[ADDRESS]",
-                                      help="Run on Ray Data (a local Ray, or the cluster at ADDRESS). Put it "
-                                      "last or write --ray=ADDRESS. Paths must be shared by all nodes."),
+    ray: bool = typer.Option(False, "--ray", help="Run on Ray Data: `--ray` alone uses RAY_ADDRESS, a running "
+                             "local Ray or a new local one; `--ray ADDRESS` (auto, ray://head:10001, head:6379) "
+                             "a cluster. Paths must be shared by all nodes."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Same as `--ray ADDRESS`."),
     workers: int = typer.Option(1, "--workers", min=1, help="Parallel workers: threads in-process, actors "
                                 "with --ray (each loads the models)."),
     worker_cpus: float = typer.Option(1.0, "--worker-cpus", help="CPUs per Ray worker."),
@@ -126,11 +130,21 @@ def batch_command(
     from .batch import RestoreOptions, run_batch
 
     mode = "hr" if hr else "scratch" if scratch else "quality"
+    if ray:  # `--ray ADDRESS`: the address lands among the inputs (typer has no optional-value options)
+        addresses = [i for i in inputs if RAY_ADDRESS.fullmatch(i) and not os.path.exists(i)]
+        if len(addresses) > 1 or (addresses and ray_address):
+            typer.echo(f"error: more than one Ray address given: {', '.join(addresses + [ray_address or ''])}",
+                       err=True)
+            raise typer.Exit(2)
+        if addresses:
+            ray_address = addresses[0]
+            inputs = [i for i in inputs if i != ray_address]
+    ray = ray or bool(ray_address)
     models_dir = Path(models or DEFAULT_MODELS).expanduser()
     if not (models_dir / "models.json").is_file():
         typer.echo(f"error: {models_dir}: no exported models (run `trt-restore export`)", err=True)
         raise typer.Exit(2)
-    if ray is not None:
+    if ray:
         try:
             import ray as _ray  # noqa: F401
             import ray.data  # noqa: F401
@@ -141,7 +155,8 @@ def batch_command(
                              threads=threads, tile=tile, max_memory=max_memory, minmax=minmax)
     try:
         summary = run_batch(inputs, output_dir, options, recursive=recursive, overwrite=overwrite,
-                            manifest=manifest, ray_address=ray or None, use_ray=ray is not None, workers=workers,
+                            manifest=manifest, ray_address=ray_address, use_ray=ray,
+                            workers=workers,
                             num_cpus=worker_cpus, num_gpus=worker_gpus, batch_size=batch_size,
                             progress_every=progress_every)
     except (FileNotFoundError, ValueError, RuntimeError) as err:

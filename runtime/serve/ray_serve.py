@@ -27,7 +27,7 @@ def build_application(config: ServeConfig, replicas: int = 1, replica_cpus: floa
 
     engine_config = dataclasses.replace(config.engine, workers=1,
                                         threads=config.engine.threads or max(1, int(replica_cpus)))
-    replica_config = dataclasses.replace(config, engine=engine_config)
+    replica_config = dataclasses.replace(config, engine=engine_config, block_startup=True)
     fastapi_app = create_app(replica_config)  # the engine starts in each replica's lifespan
     options = {"num_cpus": replica_cpus}
     if replica_gpus:
@@ -40,8 +40,8 @@ def build_application(config: ServeConfig, replicas: int = 1, replica_cpus: floa
     @serve.ingress(fastapi_app)
     class TrtRestoreDeployment:
         def check_health(self):
-            engine = fastapi_app.state.engine
-            if engine.error:
+            engine = getattr(fastapi_app.state, "engine", None)  # None until the app's lifespan started it
+            if engine is not None and engine.error:
                 raise RuntimeError(engine.error)
 
     return TrtRestoreDeployment.bind()

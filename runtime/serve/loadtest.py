@@ -1,0 +1,153 @@
+"""A bounded load test for a running service on this machine (loopback only).
+
+N client threads post photos for M seconds (and at most `max_requests` each). Every request
+carries a tag and one of K distinct photos (distinct sizes and contents); every answer is
+checked against the tag it should carry and the restoration expected for that photo, so a
+lost, failed or mixed-up answer is counted, never missed. 429 answers (backpressure) are
+counted apart and retried after their Retry-After (capped), as a well-behaved client would.
+"""
+from __future__ import annotations
+
+import http.client
+import io
+import ipaddress
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import numpy as np
+
+
+@dataclass
+class Probe:
+    """One distinct photo: what is sent and what must come back."""
+
+    png: bytes
+    expected: np.ndarray  # the restoration computed in-process with the same models
+    name: str = ""
+
+
+@dataclass
+class ClientLog:
+    latencies: list = field(default_factory=list)  # seconds, 200 answers
+    ok: int = 0
+    rejected: int = 0  # 429 (backpressure) and 503
+    failed: list = field(default_factory=list)  # (status or exception, detail)
+    mixed_up: list = field(default_factory=list)  # (tag sent, what came back)
+    sent: int = 0
+
+
+def require_loopback(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise ValueError(f"{url}: load tests only target this machine (127.0.0.0/8, ::1, localhost)")
+    return host, parts.port or 80
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    return float(np.percentile(np.asarray(values), q))
+
+
+def _check(body: bytes, headers: dict, tag: str, probe: Probe, tolerance: int) -> str | None:
+    from PIL import Image
+
+    if headers.get("x-tag") != tag:
+        return f"tag {headers.get('x-tag')!r}"
+    try:
+        image = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+    except Exception as err:  # noqa: BLE001
+        return f"undecodable answer ({err})"
+    if image.shape != probe.expected.shape:
+        return f"shape {image.shape} instead of {probe.expected.shape}"
+    worst = int(np.abs(image.astype(np.int16) - probe.expected.astype(np.int16)).max())
+    if worst > tolerance:
+        return f"content differs from {probe.name}'s restoration by up to {worst}"
+    return None
+
+
+def run_load(url: str, probes: list[Probe], clients: int, seconds: float, query: str = "",
+             max_requests: int = 10_000, max_backoff: float = 2.0, api_key: str | None = None,
+             tolerance: int = 2, timeout: float = 120.0) -> dict:
+    """Run the load; returns figures (latencies in seconds) and the problems found."""
+    host, port = require_loopback(url)
+    deadline = time.monotonic() + seconds
+    logs = [ClientLog() for _ in range(clients)]
+    headers = {"Content-Type": "image/png"}
+    if api_key:
+        headers["X-API-Key"] = api_key
+
+    def client(index: int) -> None:
+        log = logs[index]
+        connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        n = 0
+        while time.monotonic() < deadline and n < max_requests:
+            k = (index * 7 + n) % len(probes)
+            probe = probes[k]
+            tag = f"c{index}-n{n}-p{k}"
+            n += 1
+            log.sent += 1
+            started = time.perf_counter()
+            try:
+                connection.request("POST", f"/v1/restore?tag={tag}{'&' + query if query else ''}", body=probe.png,
+                                   headers=headers)
+                response = connection.getresponse()
+                body = response.read()
+                answer = {k.lower(): v for k, v in response.getheaders()}
+            except Exception as err:  # noqa: BLE001 - a lost answer
+                log.failed.append((type(err).__name__, f"{tag}: {err}"))
+                connection.close()
+                connection = http.client.HTTPConnection(host, port, timeout=timeout)
+                continue
+            elapsed = time.perf_counter() - started
+            if response.status == 200:
+                problem = _check(body, answer, tag, probe, tolerance)
+                if problem:
+                    log.mixed_up.append((tag, problem))
+                else:
+                    log.ok += 1
+                    log.latencies.append(elapsed)
+            elif response.status in (429, 503):
+                log.rejected += 1
+                wait = min(float(answer.get("retry-after", "1") or 1), max_backoff)
+                time.sleep(max(0.0, min(wait, deadline - time.monotonic())))
+            else:
+                log.failed.append((response.status, f"{tag}: {body[:200]!r}"))
+            if answer.get("connection", "").lower() == "close":
+                connection.close()
+                connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        connection.close()
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=client, args=(i,), name=f"load-client-{i}") for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(seconds + timeout + 30)
+    wall = time.monotonic() - started
+    latencies = [x for log in logs for x in log.latencies]
+    sent = sum(log.sent for log in logs)
+    ok = sum(log.ok for log in logs)
+    rejected = sum(log.rejected for log in logs)
+    failed = [f for log in logs for f in log.failed]
+    mixed = [m for log in logs for m in log.mixed_up]
+    return {
+        "clients": clients, "seconds": seconds, "wall_s": round(wall, 2), "sent": sent, "ok": ok,
+        "rejected_429_503": rejected, "mixed_up": len(mixed),
+        "lost": sum(1 for f in failed if isinstance(f[0], str)),  # no answer at all
+        "error_status": sum(1 for f in failed if not isinstance(f[0], str)),  # 4xx/5xx other than 429/503
+        "unaccounted": sent - ok - rejected - len(failed) - len(mixed),
+        "throughput_per_s": round(ok / wall, 3) if wall else None,
+        "latency_s": {"p50": percentile(latencies, 50), "p90": percentile(latencies, 90),
+                      "p99": percentile(latencies, 99), "max": max(latencies) if latencies else None,
+                      "mean": statistics.fmean(latencies) if latencies else None},
+        "problems": [str(p) for p in (failed + mixed)[:20]],
+    }
