@@ -124,6 +124,9 @@ def restore_command(
                             "(sides are rounded to multiples of 32)."),
     backend: str = typer.Option("auto", "--backend", help="auto | ort | trt. auto uses TensorRT when a GPU and "
                                 "engines are present, else onnxruntime on the CPU."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 | fp16 | int8 (default: fp16 on "
+                                            "TensorRT, fp32 on onnxruntime). int8 on onnxruntime runs the Q/DQ "
+                                            "models of `trt-restore quantize`."),
     models: Optional[Path] = typer.Option(None, "--models", "-m", help=DEFAULT_MODELS_HELP),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for onnxruntime "
                                           "(default: all cores available to this process)."),
@@ -164,8 +167,12 @@ def restore_command(
         typer.echo("error: no input photos", err=True)
         raise typer.Exit(2)
     mode = "hr" if hr else "scratch" if scratch else "quality"
+    if precision not in (None, "fp32", "fp16", "int8"):
+        typer.echo(f"error: --precision must be fp32, fp16 or int8, not {precision!r}", err=True)
+        raise typer.Exit(2)
     try:
         restorer = Restorer(models or DEFAULT_MODELS, backend=backend, mode=mode, threads=threads, stretch=minmax,
+                            precision=precision,
                             tile=tile, max_memory=max_memory, faces=faces, face_detector=face_detector,
                             face_detector_model=face_detector_model)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
@@ -267,6 +274,11 @@ def doctor_command(
 from .engines.cli import build_engines_command  # noqa: E402 - implementation lives in engines/
 
 app.command("build-engines")(build_engines_command)
+
+from .calibration.cli import calibrate_data_command, quantize_command  # noqa: E402 - lives in calibration/
+
+app.command("calibrate-data")(calibrate_data_command)
+app.command("quantize")(quantize_command)
 
 
 def _register_serving() -> None:

@@ -54,17 +54,19 @@ class Restorer:
     True (required: a missing piece raises FileNotFoundError) or False; `face_detector`
     ("auto", "dlib", "scrfd", "yunet") and `face_detector_model` (a model file) choose the
     detector. `face_note` says whether the face stage is on and why.
+    precision: "fp32", "fp16" or "int8" (None: fp16 on TensorRT, fp32 on onnxruntime; int8 on
+    onnxruntime runs the Q/DQ models of `trt-restore quantize`).
     """
 
     def __init__(self, models: str | Path = DEFAULT_MODELS, backend: str = "auto", mode: str = "quality",
                  threads: int | None = None, stretch: bool = False, tile: str | int = "auto",
                  max_memory: str | int = "4G", faces: bool | None = None, face_detector: str | None = None,
-                 face_detector_model: str | Path | None = None):
+                 face_detector_model: str | Path | None = None, precision: str | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
         self.stretch = stretch
-        self.backend = create_backend(backend, models, threads=threads)
+        self.backend = create_backend(backend, models, threads=threads, precision=precision)
         missing = self.backend.store.missing_for(mode) if hasattr(self.backend, "store") else []
         if missing:
             raise FileNotFoundError(f"{models}: models for {mode} mode missing: {', '.join(missing)} "

@@ -40,7 +40,8 @@ def create_backend(kind: str, models_dir, threads: int | None = None, precision:
             reason = str(err)
     from .onnxruntime_backend import OrtBackend
 
-    backend = OrtBackend(models_dir, threads=threads)
+    # onnxruntime runs fp32, or the calibrated Q/DQ models for int8 (fp16 brings nothing on the CPU)
+    backend = OrtBackend(models_dir, threads=threads, precision="int8" if precision == "int8" else "fp32")
     if kind == "auto":
         backend.fallback_reason = f"TensorRT not used: {reason}; using onnxruntime (CPU)"
     return backend

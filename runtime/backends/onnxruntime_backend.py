@@ -2,6 +2,11 @@
 
 Sessions are thread-safe for concurrent `run` calls (onnxruntime guarantees this), and
 session creation is guarded by a lock.
+
+precision="int8" loads the calibrated Q/DQ model of each graph that has one (models.json,
+`int8` section, written by `trt-restore quantize`); onnxruntime fuses its Q/DQ pairs into
+integer QLinearConv kernels. Graphs without an INT8 model, and the per-layer graphs of
+tiled execution, run in fp32.
 """
 from __future__ import annotations
 
@@ -10,20 +15,43 @@ import threading
 
 import numpy as np
 
-from ..model_store import ModelStore
+from ..model_store import ModelStore, ModelStoreError
+
+PRECISIONS = ("fp32", "int8")
 
 
 class OrtBackend:
     name = "ort"
 
-    def __init__(self, models_dir, threads: int | None = None):
+    def __init__(self, models_dir, threads: int | None = None, precision: str = "fp32"):
         import onnxruntime as ort
 
+        if precision not in PRECISIONS:
+            raise ValueError(f"onnxruntime precision must be one of {PRECISIONS}, got {precision!r}")
         self._ort = ort
         self.store = models_dir if isinstance(models_dir, ModelStore) else ModelStore.open(models_dir)
         self.threads = threads or len(os.sched_getaffinity(0))
+        self.precision = precision
+        self._int8 = self.store.manifest.get("int8", {}).get("graphs", {}) if precision == "int8" else {}
+        if precision == "int8" and not self._int8:
+            raise ModelStoreError(f"{self.store.root}: no INT8 models; make them with `trt-restore calibrate-data "
+                                  f"CALDIR` and `trt-restore quantize -c CALDIR -m {self.store.root}`")
         self._sessions: dict = {}
         self._lock = threading.Lock()
+
+    def graph_file(self, graph: str):
+        """The ONNX file this backend runs for `graph`: its Q/DQ model under int8 when there is one."""
+        entry = self._int8.get(graph)
+        if not entry or not entry.get("file"):
+            return self.store.graph_path(graph)
+        fp32 = self.store.manifest.get("graphs", {}).get(graph, {})
+        if entry.get("source_sha256") != fp32.get("sha256"):
+            raise ModelStoreError(f"{self.store.root}: the INT8 model of {graph} was made from another export "
+                                  f"of the graph; re-run `trt-restore quantize`")
+        path = self.store.root / entry["file"]
+        if not path.is_file():
+            raise ModelStoreError(f"{path}: listed in models.json (int8) but missing; re-run `trt-restore quantize`")
+        return path
 
     def _session(self, graph: str, path=None):
         with self._lock:
@@ -38,7 +66,7 @@ class OrtBackend:
                 options.inter_op_num_threads = 1
                 options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
                 self._sessions[graph] = self._ort.InferenceSession(
-                    str(path or self.store.graph_path(graph)), options, providers=["CPUExecutionProvider"])
+                    str(path or self.graph_file(graph)), options, providers=["CPUExecutionProvider"])
             return self._sessions[graph]
 
     def run(self, graph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -53,4 +81,8 @@ class OrtBackend:
         return session.run(None, {"x": x})[0]
 
     def describe(self) -> str:
-        return f"onnxruntime {self._ort.__version__} CPU, {self.threads} thread(s), models in {self.store.root}"
+        precision = ""
+        if self.precision == "int8":
+            precision = f", INT8 Q/DQ for {len(self._int8)} graph(s) (others fp32)"
+        return (f"onnxruntime {self._ort.__version__} CPU, {self.threads} thread(s){precision}, "
+                f"models in {self.store.root}")

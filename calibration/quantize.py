@@ -1,0 +1,392 @@
+"""INT8 through explicit quantization: Q/DQ ONNX models from a calibration set.
+
+Tool: onnxruntime.quantization.quantize_static in QDQ format (int8 symmetric per-channel
+weights, uint8 activations, percentile-calibrated ranges). ModelOpt's ONNX PTQ was measured
+too (benchmarks/README.md): it places Q/DQ on Conv inputs only, which TensorRT wants but which
+onnxruntime's CPU provider cannot fuse into integer kernels, and it was not more accurate.
+
+What stays in fp32, per graph (recorded in models.json, `int8` section):
+- InstanceNormalization (statistics over the whole frame), activations, Pad/Add/Concat/Resize,
+  ConvTranspose (no integer CPU kernel): only Conv is quantized;
+- the attention of the scratch/HR mappings (numpy between the graphs, never quantized);
+- by default the boundary convs: those reading a graph input that is an image (3- or
+  1-channel: too few channels for the integer kernels, and the picture's precision) and those
+  writing a graph output (the decoded image, the mapped latent, the attention projections).
+
+Feeds for every graph come from running the fp32 pipeline on the calibration set (quality,
+scratch and HR mode with the set's own scratch masks), so each segment is calibrated on
+exactly the tensors it sees in production. Ranges are cached per (graph hash, calibration
+fingerprint, method): a rebuild with other fp32 exclusions, or a repeated build, does not run
+calibration again; an unchanged build is skipped altogether.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .dataset import CalibrationSet
+from .graph_stats import conv_macs, op_counts, optimized_op_counts
+
+QUANTIZER_VERSION = 1
+INT8_DIR = "int8"
+CACHE_DIR = "int8/cache"
+HOLDOUT = 2  # last calibration items: validation only
+GLOBAL_GRAPHS = ("vae_a_quality_encoder", "mapping_quality", "vae_b_quality_decoder", "detection",
+                 "mapping_scratch_head", "mapping_scratch_tail", "vae_b_scratch_decoder", "mapping_hr_head",
+                 "mapping_hr_step1", "mapping_hr_step2", "mapping_hr_tail")
+MODE_OF_GRAPH = {
+    "vae_a_quality_encoder": "quality", "mapping_quality": "quality", "vae_b_quality_decoder": "quality",
+    "detection": "detection", "mapping_scratch_head": "scratch", "mapping_scratch_tail": "scratch",
+    "vae_b_scratch_decoder": "scratch", "mapping_hr_head": "hr", "mapping_hr_step1": "hr",
+    "mapping_hr_step2": "hr", "mapping_hr_tail": "hr",
+}
+IMAGE_INPUTS = ("image", "gray")
+
+
+class QuantizeError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    method: str = "percentile"  # percentile | minmax | entropy
+    percentile: float = 99.99
+    limit: int | None = None  # first N calibration items only
+    graphs: tuple[str, ...] | None = None
+    keep_boundary_fp32: bool = True
+    extra_fp32_nodes: dict = field(default_factory=dict)  # graph -> node names kept in fp32
+    force: bool = False
+    chunk: int = 2  # calibration items per calibrator pass (bounds memory)
+
+    def calibration_key(self) -> dict:
+        return {"method": self.method, "percentile": self.percentile if self.method == "percentile" else None,
+                "limit": self.limit, "holdout": HOLDOUT}
+
+
+# ---- feeds ---------------------------------------------------------------------------------
+
+class RecordingBackend:
+    """Wraps a backend and keeps a copy of the inputs of every call, per graph."""
+
+    def __init__(self, backend, wanted: set[str]):
+        self.backend = backend
+        self.wanted = wanted
+        self.feeds: dict[str, list[dict[str, np.ndarray]]] = {}
+        self.store = getattr(backend, "store", None)
+        self.name = getattr(backend, "name", "recording")
+
+    def run(self, graph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if graph in self.wanted:
+            self.feeds.setdefault(graph, []).append(
+                {k: np.ascontiguousarray(v, dtype=np.float32).copy() for k, v in inputs.items()})
+        return self.backend.run(graph, inputs)
+
+    def describe(self) -> str:
+        return "recording " + self.backend.describe()
+
+
+def collect_feeds(models_dir: Path, calibration: CalibrationSet, graphs: set[str], indices: list[int],
+                  on_item: Callable[[int], None] = lambda i: None) -> dict[str, list[dict]]:
+    """Run the fp32 pipeline over the given calibration items, recording graph inputs."""
+    from ..backends.onnxruntime_backend import OrtBackend
+    from ..global_restoration import GlobalRestorer
+    from ..preprocess import resize_to_multiple
+    from ..scratch_detection import detect_scratches
+
+    recorder = RecordingBackend(OrtBackend(models_dir), graphs)
+    modes = {MODE_OF_GRAPH[g] for g in graphs}
+    if "vae_a_quality_encoder" in graphs:
+        modes.add("quality")
+    restorers = {m: GlobalRestorer(recorder, m) for m in ("quality", "scratch", "hr") if m in modes}
+    for done, index in enumerate(indices):
+        image, mask = calibration.load(index)
+        if "detection" in modes:
+            detect_scratches(recorder, resize_to_multiple(image, 16, "bicubic"))
+        for mode, restorer in restorers.items():
+            restorer.restore(image, mask=mask if mode != "quality" else None)
+        on_item(done)
+    return recorder.feeds
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over recorded feeds, with the range interface that
+    lets the calibrator see a few items at a time."""
+
+    def __init__(self, feeds: list[dict]):
+        self.feeds = feeds
+        self.start, self.end = 0, len(feeds)
+        self._iter = None
+
+    def __len__(self) -> int:
+        return len(self.feeds)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.start, self.end = start_index, end_index
+        self._iter = None
+
+    def get_next(self):
+        if self._iter is None:
+            self._iter = iter(self.feeds[self.start:self.end])
+        return next(self._iter, None)
+
+    def rewind(self) -> None:
+        self._iter = None
+
+
+# ---- choices -------------------------------------------------------------------------------
+
+def boundary_convs(model_path: Path) -> dict[str, str]:
+    """Conv nodes kept in fp32 by default, with the reason."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    inputs = {v.name for v in model.graph.input}
+    outputs = {v.name for v in model.graph.output}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def reaches_input(name: str, depth: int = 0) -> str | None:
+        """Follow Pad/Reshape-like single-input ops back to a graph input."""
+        if name in inputs:
+            return name
+        node = producers.get(name)
+        if node is None or depth > 3 or node.op_type not in ("Pad", "Identity", "Cast"):
+            return None
+        return reaches_input(node.input[0], depth + 1)
+
+    kept = {}
+    for node in model.graph.node:
+        if node.op_type != "Conv":
+            continue
+        source = reaches_input(node.input[0])
+        if source in IMAGE_INPUTS:
+            kept[node.name] = f"reads the {source} input (too few channels for the integer kernels; picture precision)"
+        elif node.output[0] in outputs:
+            kept[node.name] = f"writes the graph output {node.output[0]!r} (no requantisation of the result)"
+    return kept
+
+
+# ---- build ---------------------------------------------------------------------------------
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _key(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _method(name: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    table = {"percentile": CalibrationMethod.Percentile, "minmax": CalibrationMethod.MinMax,
+             "entropy": CalibrationMethod.Entropy}
+    if name not in table:
+        raise QuantizeError(f"unknown calibration method {name!r} (choose {', '.join(table)})")
+    return table[name]
+
+
+def _feed_shapes(feed: dict) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in feed.items()}
+
+
+def validate(fp32_path: Path, qdq_path: Path, feeds: list[dict]) -> dict:
+    """Relative L2 error and max |diff| of every output, Q/DQ vs fp32, on held-out feeds."""
+    import onnxruntime as ort
+
+    def session(path):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 0
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    reference, quantized = session(fp32_path), session(qdq_path)
+    names = [o.name for o in reference.get_outputs()]
+    errors = {n: [] for n in names}
+    for feed in feeds:
+        for name, a, b in zip(names, reference.run(names, feed), quantized.run(names, feed)):
+            errors[name].append(float(np.linalg.norm(b - a) / max(np.linalg.norm(a), 1e-12)))
+    per_output = {n: round(float(np.mean(v)), 6) for n, v in errors.items()}
+    return {"rel_error": max(per_output.values()), "per_output": per_output, "items": len(feeds)}
+
+
+def quantize_graph(name: str, fp32_path: Path, out_dir: Path, cache_path: Path, feeds: list[dict] | None,
+                   options: QuantizeOptions, fp32_nodes: dict[str, str]) -> None:
+    """Calibrate (or load cached ranges) and write the Q/DQ model."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    extra = {
+        "WeightSymmetric": True,  # zero-point 0: onnxruntime's symmetric conv kernels
+        "ActivationSymmetric": False,
+        "CalibStridedMinMax": options.chunk,
+    }
+    if options.method == "percentile":
+        extra["CalibPercentile"] = options.percentile
+    reader = _Reader(feeds) if feeds is not None else None
+    if reader is not None and len(reader) % options.chunk:
+        extra["CalibStridedMinMax"] = 1
+    if reader is None:
+        extra.pop("CalibStridedMinMax")
+    tmp = out_dir / f"{name}.qdq.onnx.tmp"
+    root_logger = logging.getLogger()
+    level = root_logger.level
+    root_logger.setLevel(logging.ERROR)  # the quantizer's pre-processing advice
+    try:
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()):  # histogram progress prints
+            quantize_static(str(fp32_path), str(tmp), reader, quant_format=QuantFormat.QDQ,
+                            op_types_to_quantize=["Conv"], per_channel=True, reduce_range=False,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=sorted(fp32_nodes), calibrate_method=_method(options.method),
+                            extra_options=extra, calibration_cache_path=str(cache_path))
+    finally:
+        root_logger.setLevel(level)
+    tmp.replace(out_dir / f"{name}.qdq.onnx")
+
+
+def quantize_models(models_dir: str | Path, calibration_dir: str | Path, options: QuantizeOptions = QuantizeOptions(),
+                    on_progress: Callable[[str, int, int], None] = lambda name, done, total: None) -> dict:
+    """Build (or reuse) the Q/DQ model of every chosen graph; returns the manifest's int8 section."""
+    import onnxruntime
+
+    from ..model_store import MANIFEST_NAME
+
+    models_dir = Path(models_dir).expanduser()
+    manifest_path = models_dir / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise QuantizeError(f"{manifest_path}: no model manifest; export the models first")
+    manifest = json.loads(manifest_path.read_text())
+    try:
+        calibration = CalibrationSet.open(calibration_dir)
+    except (ValueError, OSError) as err:
+        raise QuantizeError(str(err)) from None
+    total = len(calibration.items) if options.limit is None else min(options.limit, len(calibration.items))
+    if total <= HOLDOUT:
+        raise QuantizeError(f"{calibration_dir}: {total} calibration photo(s); need more than {HOLDOUT} "
+                            f"(the last {HOLDOUT} validate)")
+    exported = manifest.get("graphs", {})
+    chosen = [g for g in (options.graphs or GLOBAL_GRAPHS) if g in exported]
+    unknown = [g for g in (options.graphs or ()) if g not in GLOBAL_GRAPHS]
+    if unknown:
+        raise QuantizeError(f"cannot quantize {', '.join(unknown)} (choose among {', '.join(GLOBAL_GRAPHS)})")
+    if not chosen:
+        raise QuantizeError(f"{models_dir}: none of the global graphs is exported")
+    fingerprint = calibration.fingerprint()
+    section = manifest.get("int8", {})
+    previous = section.get("graphs", {})
+    (models_dir / CACHE_DIR).mkdir(parents=True, exist_ok=True)
+    versions = {"onnxruntime": onnxruntime.__version__, "quantizer": QUANTIZER_VERSION}
+
+    plans = {}
+    for name in chosen:
+        fp32_path = models_dir / exported[name]["file"]
+        source_sha = exported[name].get("sha256") or _sha256_file(fp32_path)
+        fp32_nodes = dict(boundary_convs(fp32_path)) if options.keep_boundary_fp32 else {}
+        for node in options.extra_fp32_nodes.get(name, ()):
+            fp32_nodes[node] = "kept in fp32 by request"
+        cal_key = _key({"graph": source_sha, "calibration": fingerprint, **options.calibration_key(), **versions})
+        build_key = _key({"calibration_key": cal_key, "fp32_nodes": sorted(fp32_nodes), "format": "QDQ",
+                          "weights": "int8 per-channel symmetric", "activations": "uint8"})
+        cache_path = models_dir / CACHE_DIR / f"{name}.{cal_key[:16]}.json"
+        entry = previous.get(name, {})
+        current = (not options.force and entry.get("build_key") == build_key and entry.get("file")
+                   and (models_dir / entry["file"]).is_file()
+                   and _sha256_file(models_dir / entry["file"]) == entry.get("sha256"))
+        plans[name] = {"fp32_path": fp32_path, "source_sha": source_sha, "fp32_nodes": fp32_nodes,
+                       "cal_key": cal_key, "build_key": build_key, "cache_path": cache_path, "current": current}
+
+    # Feeds are needed for calibration (cache misses) and for validation of rebuilt graphs;
+    # with every range cached only the validation items are run.
+    needs_build = [n for n, p in plans.items() if not p["current"]]
+    all_cached = all(plans[n]["cache_path"].is_file() for n in needs_build)
+    indices = list(range(total - HOLDOUT, total)) if all_cached else list(range(total))
+    feeds: dict[str, list[dict]] = {}
+    if needs_build:
+        step = "running the fp32 pipeline on the calibration set"
+        on_progress(step, 0, len(indices))
+        feeds = collect_feeds(models_dir, calibration, set(needs_build), indices,
+                              on_item=lambda i: on_progress(step, i + 1, len(indices)))
+    graphs_section = dict(previous)
+    for done, name in enumerate(chosen):
+        plan = plans[name]
+        on_progress(f"quantizing {name}", done, len(chosen))
+        if plan["current"]:
+            graphs_section[name] = {**previous[name], "reused": True}
+            continue
+        graph_feeds = feeds.get(name, [])
+        if len(graph_feeds) < len(indices):
+            raise QuantizeError(f"{name}: the pipeline produced {len(graph_feeds)} calibration inputs, "
+                                f"expected {len(indices)}")
+        started = time.perf_counter()
+        cached = plan["cache_path"].is_file()
+        quantize_graph(name, plan["fp32_path"], models_dir / INT8_DIR, plan["cache_path"],
+                       None if cached else graph_feeds[:len(indices) - HOLDOUT], options, plan["fp32_nodes"])
+        qdq_path = models_dir / INT8_DIR / f"{name}.qdq.onnx"
+        macs = conv_macs(plan["fp32_path"], _feed_shapes(graph_feeds[0]))
+        int8_macs = sum(v["macs"] for k, v in macs.items() if v["op"] == "Conv" and k not in plan["fp32_nodes"])
+        all_macs = sum(v["macs"] for v in macs.values()) or 1
+        fused = optimized_op_counts(qdq_path)
+        graphs_section[name] = {
+            "file": f"{INT8_DIR}/{name}.qdq.onnx",
+            "sha256": _sha256_file(qdq_path),
+            "source_file": exported[name]["file"],
+            "source_sha256": plan["source_sha"],
+            "precision": "int8",
+            "build_key": plan["build_key"],
+            "calibration_cache": str(plan["cache_path"].relative_to(models_dir)),
+            "calibration_cache_hit": cached,
+            "quantized_op_types": ["Conv"],
+            "kept_fp32": {
+                "op_types": sorted(set(op_counts(plan["fp32_path"])) - {"Conv"}),
+                "nodes": plan["fp32_nodes"],
+                "runtime": "attention (numpy, between the graphs)" if MODE_OF_GRAPH[name] in ("scratch", "hr")
+                else None,
+            },
+            "conv_total": sum(1 for v in macs.values()),
+            "conv_int8": sum(1 for k, v in macs.items() if v["op"] == "Conv" and k not in plan["fp32_nodes"]),
+            "int8_mac_fraction": round(int8_macs / all_macs, 4),
+            "cpu_kernels_after_fusion": {k: v for k, v in fused.items()
+                                         if k in ("QLinearConv", "Conv", "ConvTranspose", "QuantizeLinear",
+                                                  "DequantizeLinear", "Transpose")},
+            "validation": validate(plan["fp32_path"], qdq_path, graph_feeds[len(indices) - HOLDOUT:]),
+            "build_seconds": round(time.perf_counter() - started, 2),
+        }
+        manifest["graphs"][name]["qdq_file"] = graphs_section[name]["file"]  # what engines/builder.py reads
+    section = {
+        "tool": "onnxruntime.quantization.quantize_static",
+        "format": "QDQ (QuantizeLinear/DequantizeLinear pairs, opset %s)" % manifest.get("opset", "?"),
+        "weights": "int8, per output channel, symmetric (zero point 0)",
+        "activations": "uint8, per tensor, asymmetric",
+        "calibration": {"set": str(Path(calibration_dir).resolve()), "fingerprint": fingerprint,
+                        "items": total - HOLDOUT, "validation_items": HOLDOUT, "method": options.method,
+                        "percentile": options.percentile if options.method == "percentile" else None,
+                        "generator_version": calibration.manifest.get("generator_version")},
+        "versions": versions,
+        "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "graphs": graphs_section,
+    }
+    manifest["int8"] = section
+    tmp = manifest_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    tmp.replace(manifest_path)
+    on_progress("done", len(chosen), len(chosen))
+    return section
+
+
+def options_dict(options: QuantizeOptions) -> dict:
+    return asdict(options)
