@@ -19,6 +19,30 @@ from .store import FrameStore
 DEFAULT_STRIP_BYTES = 256 << 20
 
 
+def _release_freed_memory() -> None:
+    """Return freed heap pages to the OS after each layer (glibc keeps per-thread arenas of
+    freed strips otherwise, and resident memory creeps up with every layer)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc():
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
+
+
 @dataclass
 class Frame:
     store: FrameStore
@@ -153,6 +177,8 @@ class TiledExecutor:
                 y = y[:, offset:offset + (stop - start)]
             target.store.write(start, y)
             target.accumulate(y)
+            del strip, parts, y
+        _release_freed_memory()
         return target
 
     def _pointwise(self, shape, combine, reads: list[Frame], target: Frame | None = None) -> Frame:
