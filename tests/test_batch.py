@@ -6,7 +6,6 @@ from __future__ import annotations
 import collections
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -167,3 +166,27 @@ def test_killed_job_completes_on_rerun_exactly_once(serve_models, tmp_path):
     with open(out / "manifest.csv", newline="") as handle:
         assert sorted(r["status"] for r in csv.DictReader(handle)) == ["ok"] * (12 - len(done_before)) + \
             ["skipped"] * len(done_before)
+
+
+def test_runtime_and_cli_work_without_serving_packages():
+    """FastAPI, uvicorn, Ray and Playwright are optional: the runtime, the CLI and the batch
+    command import without them, and `serve` says which extra to install."""
+    code = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('fastapi', 'uvicorn', 'starlette', 'ray', 'playwright', 'python_multipart'):
+            raise ModuleNotFoundError(f'blocked {name}', name=name)
+sys.meta_path.insert(0, Block())
+import trt_restore, trt_restore.serve, trt_restore.serve.batch, trt_restore.serve.engine
+from typer.testing import CliRunner
+from trt_restore.cli import app
+result = CliRunner().invoke(app, ['--help'])
+assert result.exit_code == 0 and 'serve' in result.output and 'batch' in result.output, result.output
+result = CliRunner().invoke(app, ['serve', '--models', 'nowhere'])
+assert result.exit_code == 2 and "pip install 'trt-restore[serve]'" in result.output, result.output
+result = CliRunner().invoke(app, ['batch', 'x.png', '-o', 'out', '--models', 'nowhere'])
+assert result.exit_code == 2 and 'no exported models' in result.output, result.output
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -360,23 +357,22 @@ def test_sigterm_drains_in_flight_requests(tmp_path, grace):
 
 
 def test_real_models_over_http(serve_models):
-    """The real runtime behind the API: quality and scratch mode, output matches Restorer."""
+    """The real runtime behind the API (quality mode): the served photo equals Restorer's."""
     from trt_restore import Restorer
 
-    cfg = ServeConfig(engine=EngineConfig(models=serve_models, backend="ort", modes=("quality", "scratch"),
-                                          threads=2))
+    cfg = ServeConfig(engine=EngineConfig(models=serve_models, backend="ort", modes=("quality",), threads=2))
     image = np.asarray(Image.open(REPO / "tests" / "data" / "old_a.png").convert("RGB"))[:96, :128].copy()
     with client_for(cfg) as client:
         wait_ready(client, 120)
         info = client.get("/v1/info").json()
-        assert info["modes"] == ["quality", "scratch"] and info["faces"] == {"quality": False, "scratch": False}
-        response = client.post("/v1/restore/json?mode=scratch", content=png_bytes(image))
+        assert info["modes"] == ["quality"] and info["faces"] == {"quality": False}
+        response = client.post("/v1/restore/json", files={"image": ("old_a.png", png_bytes(image), "image/png")})
         assert response.status_code == 200, response.text
         body = response.json()
-        assert {"detection", "encode", "mapping", "attention", "decode"} <= set(body["timings"])
+        assert {"encode", "mapping", "decode", "queue_wait", "restore_total"} <= set(body["timings"])
         served = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["image_png_base64"]))))
-        hr = client.post("/v1/restore?hr=1", content=png_bytes(image))
-        assert hr.status_code == 422 and "hr mode is not available" in hr.json()["error"]
-    expected = Restorer(serve_models, backend="ort", mode="scratch", threads=2).restore(image)
-    assert served.shape == expected.shape
+        scratch = client.post("/v1/restore?scratch=1", content=png_bytes(image))
+        assert scratch.status_code == 422 and "scratch mode is not available" in scratch.json()["error"]
+    expected = Restorer(serve_models, backend="ort", mode="quality", threads=2).restore(image)
+    assert served.shape == expected.shape == (96, 128, 3)
     assert np.abs(served.astype(int) - expected.astype(int)).max() <= 1

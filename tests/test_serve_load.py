@@ -4,7 +4,6 @@ answers are counted, nothing may be lost or mixed up. The small version runs by 
 the heavy one with `pytest -m slow` (benchmarks/serve_bench.py reports the figures)."""
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pytest
@@ -14,23 +13,13 @@ pytest.importorskip("uvicorn", reason="the [serve] extra (fastapi, uvicorn) is n
 from PIL import Image  # noqa: E402
 
 from serve_support import REPO, running_service, serve_models  # noqa: E402,F401  (fixture)
+from trt_restore.serve import loadtest  # noqa: E402
 from trt_restore.serve.loadtest import Probe, require_loopback, run_load  # noqa: E402
 
 
-def make_probes(models, count: int, threads: int = 2) -> list[Probe]:
-    """`count` photos of distinct sizes and contents and their restorations (in-process)."""
-    from trt_restore import Restorer
-
-    restorer = Restorer(models, backend="ort", mode="quality", threads=threads)
+def make_probes(models, count: int) -> list[Probe]:
     source = np.asarray(Image.open(REPO / "tests" / "data" / "old_a.png").convert("RGB"))
-    probes = []
-    for k in range(count):
-        h, w = 48 + 4 * (k % 4), 56 + 4 * (k // 4)
-        top, left = 9 * k, 5 * k
-        crop = np.ascontiguousarray(source[top:top + h, left:left + w])
-        buffer = io.BytesIO()
-        Image.fromarray(crop).save(buffer, format="PNG")
-        probes.append(Probe(buffer.getvalue(), restorer.restore(crop), f"probe{k}"))
+    probes = loadtest.make_probes(models, count, source, threads=2)
     assert len({p.expected.shape for p in probes}) == count  # a mixed-up answer shows in its size too
     return probes
 

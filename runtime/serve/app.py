@@ -181,14 +181,16 @@ def create_app(config: ServeConfig, engine: Engine | None = None):
                             {"WWW-Authenticate": "Bearer"})
 
     def capacity() -> None:
+        """Refuse before the body is read (so the connection closes: the body stays unread)."""
         try:
             engine.check_capacity()
         except QueueFull as err:
-            raise HTTPError(429, str(err), {"Retry-After": str(int(round(err.retry_after)))}) from None
+            raise HTTPError(429, str(err), {"Retry-After": str(int(round(err.retry_after))),
+                                            "Connection": "close"}) from None
         except ShuttingDown as err:
             raise HTTPError(503, str(err), {"Retry-After": "5", "Connection": "close"}) from None
         except NotReady as err:
-            raise HTTPError(503, f"not ready: {err}", {"Retry-After": "5"}) from None
+            raise HTTPError(503, f"not ready: {err}", {"Retry-After": "5", "Connection": "close"}) from None
 
     async def read_body(request: Request) -> bytes:
         declared = request.headers.get("content-length")
@@ -311,7 +313,8 @@ def create_app(config: ServeConfig, engine: Engine | None = None):
         meta, png, timings = await run_restore(request)
         meta.pop("original_png_base64", None)
         headers = {"Server-Timing": server_timing(timings), "X-Tag": meta["tag"], "X-Mode": meta["mode"],
-                   "X-Faces": str(meta["faces"]).lower(), "X-Server": meta["server"], "X-Timings": json.dumps(timings, separators=(",", ":")),
+                   "X-Faces": str(meta["faces"]).lower(), "X-Server": meta["server"],
+                   "X-Timings": json.dumps(timings, separators=(",", ":")),
                    "Content-Disposition": f'inline; filename="{meta["filename"]}"'}
         headers = {k: v.encode("latin-1", "replace").decode("latin-1") for k, v in headers.items()}
         return Response(png, media_type="image/png", headers=headers)

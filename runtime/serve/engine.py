@@ -167,7 +167,8 @@ class Engine:
             if job.future.set_running_or_notify_cancel():
                 job.future.set_exception(ShuttingDown("the service is shutting down; the request was not run"))
         self.counters["rejected_at_shutdown"] += len(rejected)
-        log.warning("drained: %d finished, %d rejected at shutdown", self.counters["completed"], len(rejected))
+        log.warning("drained: %d photos completed since start, %d rejected at shutdown", self.counters["completed"],
+                    len(rejected))
         for worker in self._workers:
             worker.join(timeout=max(0.0, deadline - time.monotonic()) + 5.0)
         return len(rejected)

@@ -8,6 +8,7 @@ counted apart and retried after their Retry-After (capped), as a well-behaved cl
 """
 from __future__ import annotations
 
+import collections
 import http.client
 import io
 import ipaddress
@@ -37,6 +38,31 @@ class ClientLog:
     failed: list = field(default_factory=list)  # (status or exception, detail)
     mixed_up: list = field(default_factory=list)  # (tag sent, what came back)
     sent: int = 0
+    servers: collections.Counter = field(default_factory=collections.Counter)  # X-Server of the 200 answers
+
+
+def make_probes(models, count: int, source: np.ndarray, mode: str = "quality", threads: int | None = None,
+                base=(48, 56)) -> list[Probe]:
+    """`count` photos cut from `source` with distinct sizes (so a mixed-up answer shows in its
+    size as well as its content) and their restorations computed in-process."""
+    from PIL import Image
+
+    from ..restorer import Restorer
+
+    restorer = Restorer(models, backend="ort", mode=mode, threads=threads)
+    probes = []
+    step = 4 if mode == "quality" else 16 if mode == "scratch" else 32
+    for k in range(count):
+        h, w = base[0] + step * (k % 4), base[1] + step * (k // 4)
+        if h > source.shape[0] or w > source.shape[1]:
+            raise ValueError(f"the source photo is too small for {count} probes")
+        top = (7 * k) % (source.shape[0] - h + 1)
+        left = (5 * k) % (source.shape[1] - w + 1)
+        crop = np.ascontiguousarray(source[top:top + h, left:left + w])
+        buffer = io.BytesIO()
+        Image.fromarray(crop).save(buffer, format="PNG")
+        probes.append(Probe(buffer.getvalue(), restorer.restore(crop), f"probe{k} ({w}x{h})"))
+    return probes
 
 
 def require_loopback(url: str) -> tuple[str, int]:
@@ -76,12 +102,14 @@ def _check(body: bytes, headers: dict, tag: str, probe: Probe, tolerance: int) -
 
 def run_load(url: str, probes: list[Probe], clients: int, seconds: float, query: str = "",
              max_requests: int = 10_000, max_backoff: float = 2.0, api_key: str | None = None,
-             tolerance: int = 2, timeout: float = 120.0) -> dict:
+             tolerance: int = 2, timeout: float = 120.0, fresh_connections: bool = False) -> dict:
     """Run the load; returns figures (latencies in seconds) and the problems found."""
     host, port = require_loopback(url)
     deadline = time.monotonic() + seconds
     logs = [ClientLog() for _ in range(clients)]
     headers = {"Content-Type": "image/png"}
+    if fresh_connections:  # one connection per request (no keep-alive races at shutdown)
+        headers["Connection"] = "close"
     if api_key:
         headers["X-API-Key"] = api_key
 
@@ -106,6 +134,7 @@ def run_load(url: str, probes: list[Probe], clients: int, seconds: float, query:
                 log.failed.append((type(err).__name__, f"{tag}: {err}"))
                 connection.close()
                 connection = http.client.HTTPConnection(host, port, timeout=timeout)
+                time.sleep(max(0.0, min(max_backoff, deadline - time.monotonic())))  # no busy loop on a dead server
                 continue
             elapsed = time.perf_counter() - started
             if response.status == 200:
@@ -115,13 +144,14 @@ def run_load(url: str, probes: list[Probe], clients: int, seconds: float, query:
                 else:
                     log.ok += 1
                     log.latencies.append(elapsed)
+                    log.servers[answer.get("x-server", "?")] += 1
             elif response.status in (429, 503):
                 log.rejected += 1
                 wait = min(float(answer.get("retry-after", "1") or 1), max_backoff)
                 time.sleep(max(0.0, min(wait, deadline - time.monotonic())))
             else:
                 log.failed.append((response.status, f"{tag}: {body[:200]!r}"))
-            if answer.get("connection", "").lower() == "close":
+            if fresh_connections or answer.get("connection", "").lower() == "close":
                 connection.close()
                 connection = http.client.HTTPConnection(host, port, timeout=timeout)
         connection.close()
@@ -149,5 +179,7 @@ def run_load(url: str, probes: list[Probe], clients: int, seconds: float, query:
         "latency_s": {"p50": percentile(latencies, 50), "p90": percentile(latencies, 90),
                       "p99": percentile(latencies, 99), "max": max(latencies) if latencies else None,
                       "mean": statistics.fmean(latencies) if latencies else None},
+        "answered_by": dict(sum((log.servers for log in logs), collections.Counter())),
+        "lost_by_kind": dict(collections.Counter(f[0] for f in failed if isinstance(f[0], str))),
         "problems": [str(p) for p in (failed + mixed)[:20]],
     }

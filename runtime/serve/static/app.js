@@ -40,6 +40,9 @@
     const modes = info.modes || [];
     $("opt-scratch").disabled = !modes.includes("scratch");
     $("opt-hr").disabled = !modes.includes("hr");
+    if (!modes.includes("quality") && modes.includes("scratch")) {  // a scratch-only station
+      $("opt-scratch").checked = true;
+    }
     const facesAnywhere = Object.values(info.faces || {}).some(Boolean);
     $("opt-faces").disabled = !facesAnywhere;
     $("opt-faces").closest("label").classList.toggle("disabled", !facesAnywhere);
