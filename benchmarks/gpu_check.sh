@@ -62,7 +62,23 @@ if [ -z "$LIB" ]; then
         exit 2
     fi
     grep -E "warning|error" "$OUTDIR/nvcc.log" | grep -v "ptxas info" || true
-    grep -A1 "attention" "$OUTDIR/nvcc.log" | grep -E "registers|spill" | sort | uniq -c || true
+    "$PYTHON" - "$OUTDIR/nvcc.log" <<'PYEOF' || true
+import re, sys
+stats, name = {}, None
+for line in open(sys.argv[1]):
+    m = re.search(r"(?:Compiling entry function|Function properties for) '?(\S+?)'?(?: for|$)", line.strip())
+    if m:
+        k = re.search(r"\d([a-z][A-Za-z0-9]*?Kernel)(?:I(.*?)E)?Ev", m.group(1))
+        name = (k.group(1) + ("<" + re.sub(r"Li(\d+)E", r"\1,", k.group(2) or "").rstrip(",") + ">"
+                if k.group(2) else "")) if k else m.group(1)[-40:]
+        continue
+    for key, pattern in (("regs", r"Used (\d+) registers"), ("spill", r"(\d+) bytes spill stores")):
+        m = re.search(pattern, line)
+        if m and name:
+            stats.setdefault(name, {})[key] = int(m.group(1))
+for name, s in sorted(stats.items()):
+    print(f"  {name}: {s.get('regs', '?')} registers, {s.get('spill', 0)} bytes spilled")
+PYEOF
     echo "compiled in $(( $(date +%s) - start )) s: $LIB"
 fi
 
