@@ -83,6 +83,16 @@ def test_backend_runs_engines_with_reused_pinned_buffers(models, monkeypatch):
     assert kinds.count(1) == 2 and kinds.count(2) == 2
     with pytest.raises(RuntimeError, match="no TensorRT engine for mapping_quality"):
         backend.run("mapping_quality", {"latent": np.zeros((1, 64, 200, 200), np.float32)})
+    # a graph without any engine (e.g. a per-layer graph of the tiled executor) runs on onnxruntime
+    for plan in (models / "engines").glob("vae_b_quality_decoder-*"):
+        plan.unlink()
+    import onnxruntime as ort
+
+    want = ort.InferenceSession(str(models / "vae_b_quality_decoder.onnx"),
+                                providers=["CPUExecutionProvider"]).run(None, {"latent": x})[0]
+    got = backend.run("vae_b_quality_decoder", {"latent": x})
+    np.testing.assert_allclose(got["output"], want, rtol=1e-5, atol=1e-5)
+    assert backend.cpu_graphs == {"vae_b_quality_decoder"}
     # without the kernel library the attention steps fall back to numpy
     rng = np.random.default_rng(1)
     theta, phi, g = (rng.standard_normal((512, 40)).astype(np.float32) * 0.05 for _ in range(3))

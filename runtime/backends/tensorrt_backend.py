@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import threading
 from pathlib import Path
 
@@ -32,6 +33,13 @@ from ..model_store import GRAPHS_FOR_MODE, ModelStore, ModelStoreError
 
 class TrtBackendUnavailable(RuntimeError):
     """The TensorRT backend cannot run here; str() says why in one line."""
+
+
+class _NoEngine(LookupError):
+    """No cached engine of any profile for a graph."""
+
+
+logger = logging.getLogger(__name__)
 
 
 def _call(result, what: str):
@@ -115,6 +123,8 @@ class TrtBackend:
         self._device: dict[tuple[str, str], tuple[int, int]] = {}
         self._host: dict[tuple[str, str], tuple[int, int]] = {}
         self._lock = threading.Lock()
+        self._cpu_backend = None
+        self.cpu_graphs: set[str] = set()
         self.fallback_reason = None
 
     # ---- buffers ---------------------------------------------------------------------------
@@ -156,6 +166,9 @@ class TrtBackend:
             raise ModelStoreError(f"{self.store.root}: graph {graph!r} was not exported")
         path, why = self.cache.find(graph, entry.get("sha256", ""), self.precision, self.gpu.name,
                                     self.gpu.compute_capability, self.version, input_shapes=shapes)
+        if path is None and self.cache.find(graph, entry.get("sha256", ""), self.precision, self.gpu.name,
+                                            self.gpu.compute_capability, self.version, verify=False)[0] is None:
+            raise _NoEngine(why)
         if path is None:
             raise RuntimeError(f"no TensorRT engine for {graph} at {shapes}: {why}; "
                                f"run `trt-restore build-engines` with a larger --max-size")
@@ -168,36 +181,56 @@ class TrtBackend:
         self._engines[graph] = loaded
         return loaded
 
+    def _cpu(self):
+        if self._cpu_backend is None:
+            from .onnxruntime_backend import OrtBackend
+
+            self._cpu_backend = OrtBackend(self.store)
+        return self._cpu_backend
+
     def run(self, graph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        trt, rt = self._trt, self._cudart
-        with self._lock:
-            shapes = {name: tuple(int(d) for d in value.shape) for name, value in inputs.items()}
-            engine, context, _, _ = self._engine(graph, shapes)
-            names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-            for name in names:
-                if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                    if name not in inputs:
-                        raise ValueError(f"{graph}: missing input {name!r}")
-                    context.set_input_shape(name, shapes[name])
-            outputs = {}
-            for name in names:
-                dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
-                shape = tuple(int(d) for d in context.get_tensor_shape(name))
-                nbytes = int(np.prod(shape)) * dtype.itemsize
-                dptr = self._device_buffer((graph, name), nbytes)
-                hptr, view = self._host_view((graph, name), dtype, shape)
-                context.set_tensor_address(name, dptr)
-                if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                    np.copyto(view, inputs[name], casting="unsafe")
-                    self._copy(dptr, hptr, nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice)
+        """Runs the graph's engine. Graphs without any engine for this GPU (the tiled executor's
+        per-layer graphs, a face generator that was not built) run on onnxruntime instead, and
+        `cpu_graphs` lists them; a shape outside every cached profile is an error."""
+        if graph not in self.cpu_graphs:
+            with self._lock:
+                shapes = {name: tuple(int(d) for d in value.shape) for name, value in inputs.items()}
+                try:
+                    engine, context, _, _ = self._engine(graph, shapes)
+                except _NoEngine:
+                    self.cpu_graphs.add(graph)
+                    logger.warning("no TensorRT engine for %s on this GPU: running it with onnxruntime", graph)
                 else:
-                    outputs[name] = (dptr, hptr, view, nbytes)
-            if not context.execute_async_v3(int(self._stream)):
-                raise RuntimeError(f"{graph}: TensorRT execution failed")
-            for dptr, hptr, _, nbytes in outputs.values():
-                self._copy(hptr, dptr, nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost)
-            self._sync()
-            return {name: view.astype(np.float32, copy=True) for name, (_, _, view, _) in outputs.items()}
+                    return self._execute(graph, engine, context, inputs, shapes)
+        return self._cpu().run(graph, inputs)
+
+    def _execute(self, graph: str, engine, context, inputs: dict, shapes: dict) -> dict[str, np.ndarray]:
+        trt, rt = self._trt, self._cudart
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        for name in names:
+            if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                if name not in inputs:
+                    raise ValueError(f"{graph}: missing input {name!r}")
+                context.set_input_shape(name, shapes[name])
+        outputs = {}
+        for name in names:
+            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            shape = tuple(int(d) for d in context.get_tensor_shape(name))
+            nbytes = int(np.prod(shape)) * dtype.itemsize
+            dptr = self._device_buffer((graph, name), nbytes)
+            hptr, view = self._host_view((graph, name), dtype, shape)
+            context.set_tensor_address(name, dptr)
+            if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                np.copyto(view, inputs[name], casting="unsafe")
+                self._copy(dptr, hptr, nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice)
+            else:
+                outputs[name] = (dptr, hptr, view, nbytes)
+        if not context.execute_async_v3(int(self._stream)):
+            raise RuntimeError(f"{graph}: TensorRT execution failed")
+        for dptr, hptr, _, nbytes in outputs.values():
+            self._copy(hptr, dptr, nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost)
+        self._sync()
+        return {name: view.astype(np.float32, copy=True) for name, (_, _, view, _) in outputs.items()}
 
     # ---- attention steps (C entry points of the kernel library) ---------------------------
     def _compute(self) -> int:
