@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .cache import CacheStatus, EngineCache, EngineKey
+from .cache import CacheStatus, EngineCache, EngineKey, model_digest
 from .environment import (BuildStrategy, GpuInfo, TensorRTUnavailable, TrtVersion, build_strategy, gpu_info,
                           import_tensorrt, tensorrt_version)
 from .profiles import DEFAULT_MAX_SIZE, DEFAULT_OPT_SIZE, GRAPH_IO, Profile, graph_profile
@@ -102,12 +102,13 @@ def plan_builds(options: BuildOptions, gpu: GpuInfo, version: TrtVersion) -> lis
         if not entry.get("sha256"):
             raise BuildError(f"{onnx_path}: no sha256 in {MANIFEST}; re-run `trt-restore export`")
         profile = graph_profile(name, options.max_size, options.opt_size)
-        key = EngineKey(graph=name, model_sha256=entry["sha256"], precision=options.precision, profile=profile,
+        source = onnx_variant_path(options.models_dir, entry, strategy.onnx_variant, options.cache_root)
+        digest = model_digest(options.models_dir, entry, options.precision)
+        key = EngineKey(graph=name, model_sha256=digest, precision=options.precision, profile=profile,
                         gpu_name=gpu.name, compute_capability=gpu.compute_capability,
                         tensorrt_version=str(version), version_compatible=options.version_compatible,
                         strategy=strategy.describe())
         status = cache.status(key)
-        source = onnx_variant_path(options.models_dir, entry, strategy.onnx_variant, options.cache_root)
         plans.append(GraphPlan(name, onnx_path, key, status, source))
     return plans
 

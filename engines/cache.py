@@ -38,6 +38,16 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def model_digest(models_dir: str | Path, entry: dict, precision: str) -> str:
+    """The model hash of an engine key: the exported ONNX's sha256 (models.json), combined with
+    the Q/DQ model's for int8 so that a re-calibration invalidates int8 plans."""
+    base = str(entry.get("sha256", ""))
+    qdq = entry.get("qdq_file")
+    if precision != "int8" or not qdq or not (Path(models_dir) / qdq).is_file():
+        return base
+    return sha256_bytes(f"{base}:{sha256_file(Path(models_dir) / qdq)}".encode())
+
+
 @dataclass(frozen=True)
 class EngineKey:
     graph: str

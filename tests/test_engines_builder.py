@@ -104,6 +104,11 @@ def test_int8_needs_calibrated_qdq_models(models):
     trt = FakeTrt("10.3.0")
     report, _ = _build(models, trt, precision="int8")
     assert len(report.built) == 2 and trt.builds[0]["flags"] == ["FP16", "INT8"]
+    # a re-calibrated Q/DQ model invalidates the int8 plan even though the fp32 export is unchanged
+    qdq = models / manifest["graphs"]["mapping_quality"]["qdq_file"]
+    qdq.write_bytes(qdq.read_bytes() + b" ")
+    report, _ = _build(models, trt, precision="int8")
+    assert report.built == ["mapping_quality"] and report.reused == ["vae_b_quality_decoder"]
 
 
 def test_plan_errors_are_clear(tmp_path, models):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engines.cache import EngineCache
+from ..engines.cache import EngineCache, model_digest
 from ..engines.environment import (GpuUnavailable, TensorRTUnavailable, _cudart, gpu_info, import_tensorrt,
                                    tensorrt_version)
 from ..engines import kernels
@@ -78,8 +78,8 @@ def availability(models_dir, precision: str = "fp16", engines_dir=None, trt=None
     for graph in sorted(set().union(*GRAPHS_FOR_MODE.values())):
         if graph not in graphs:
             continue
-        path, why = cache.find(graph, graphs[graph].get("sha256", ""), precision, gpu.name, gpu.compute_capability,
-                               version, verify=False)
+        path, why = cache.find(graph, model_digest(store.root, graphs[graph], precision), precision, gpu.name,
+                               gpu.compute_capability, version, verify=False)
         (ready if path else reasons).append(graph if path else why)
     if not ready:
         detail = reasons[0] if reasons else f"nothing in {cache.root}"
@@ -124,6 +124,7 @@ class TrtBackend:
         self._host: dict[tuple[str, str], tuple[int, int]] = {}
         self._lock = threading.Lock()
         self._cpu_backend = None
+        self._digests: dict[str, str] = {}
         self.cpu_graphs: set[str] = set()
         self.fallback_reason = None
 
@@ -164,9 +165,12 @@ class TrtBackend:
         entry = self.store.manifest.get("graphs", {}).get(graph)
         if entry is None:
             raise ModelStoreError(f"{self.store.root}: graph {graph!r} was not exported")
-        path, why = self.cache.find(graph, entry.get("sha256", ""), self.precision, self.gpu.name,
-                                    self.gpu.compute_capability, self.version, input_shapes=shapes)
-        if path is None and self.cache.find(graph, entry.get("sha256", ""), self.precision, self.gpu.name,
+        digest = self._digests.get(graph)
+        if digest is None:
+            digest = self._digests[graph] = model_digest(self.store.root, entry, self.precision)
+        path, why = self.cache.find(graph, digest, self.precision, self.gpu.name, self.gpu.compute_capability,
+                                    self.version, input_shapes=shapes)
+        if path is None and self.cache.find(graph, digest, self.precision, self.gpu.name,
                                             self.gpu.compute_capability, self.version, verify=False)[0] is None:
             raise _NoEngine(why)
         if path is None:
