@@ -110,3 +110,8 @@ def test_face_modules_never_import_torch():
             "assert not [m for m in sys.modules if m.split('.')[0] == 'torch']\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_model_file_without_detector_name_is_a_usage_error(exported_models, tmp_path):
+    with pytest.raises(ValueError, match="--face-detector"):
+        Restorer(exported_models, backend="ort", threads=2, face_detector_model=tmp_path / "m.onnx")

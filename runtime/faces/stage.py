@@ -36,6 +36,8 @@ def build_face_stage(backend, mode: str, faces: bool | None = None, detector: st
     `faces` is True and something is missing."""
     if faces is False:
         return None, "faces: off"
+    if detector_model is not None and detector in (None, "auto"):
+        raise ValueError("a face detector model file needs the detector named too (--face-detector scrfd|dlib|yunet)")
     problem = missing_graph(backend, mode)
     chosen = None
     if problem is None:
