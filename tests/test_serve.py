@@ -316,8 +316,9 @@ def http(port, method, path, body=None, timeout=30):
 
 @pytest.mark.parametrize("grace", [10.0, 0.5])
 def test_sigterm_drains_in_flight_requests(tmp_path, grace):
-    """uvicorn + SIGTERM with 6 requests in flight: with a long grace all finish (200); with
-    a short one the running one finishes and the queued ones get 503 — none is dropped."""
+    """uvicorn + SIGTERM with 6 requests in flight: with a long grace all finish (200) and a
+    request arriving during the drain gets 503; with a short grace the running one finishes
+    and the queued ones get 503 — none is dropped."""
     port = free_port()
     script = tmp_path / "server.py"
     script.write_text(SERVER_SCRIPT.format(tests=str(REPO / "tests"), grace=grace, port=port))
@@ -341,6 +342,11 @@ def test_sigterm_drains_in_flight_requests(tmp_path, grace):
             thread.start()
         time.sleep(0.6)  # all six are in; the first is running
         server.send_signal(signal.SIGTERM)
+        if grace > 5:  # still listening while draining: newcomers get a clean 503, /readyz fails
+            time.sleep(0.3)
+            assert http(port, "GET", "/readyz")[0] == 503
+            late = http(port, "POST", "/v1/restore", data)
+            assert late[0] == 503 and "shutting down" in late[1].decode()
         for thread in clients:
             thread.join(30)
         output, _ = server.communicate(timeout=30)

@@ -55,7 +55,7 @@ class EngineConfig:
     backend: str = "ort"
     workers: int = 1
     threads: int | None = None  # onnxruntime threads per worker (default: cores // workers)
-    max_queue: int = 8  # jobs waiting (not counting the ones running)
+    max_queue: int = 8  # jobs waiting for a busy worker (not counting the ones running)
     modes: tuple[str, ...] = MODES  # loaded and warmed at start (others load on first use, if exported)
     faces: str = "auto"  # auto | on | off: the face stage's availability on this service
     tile: str = "auto"
@@ -187,7 +187,8 @@ class Engine:
             raise NotReady(self.error)
         if not self._ready.is_set():
             raise NotReady("models are still loading")
-        if len(self._pending) >= self.config.max_queue:
+        idle = max(0, self.config.workers - self._running)  # jobs that a free worker takes at once
+        if len(self._pending) >= self.config.max_queue + idle:
             raise QueueFull(self.retry_after(), len(self._pending))
 
     def check_options(self, mode: str, faces: bool | None) -> None:

@@ -1,8 +1,9 @@
 """Running the service: uvicorn with a graceful shutdown tied to the engine.
 
-On SIGTERM/SIGINT the server stops listening, `/readyz` turns 503 and new requests are
-refused at once (503); queued and running photos are finished for up to `grace` seconds,
-then what is still queued is answered 503 (never dropped silently); uvicorn then closes.
+On SIGTERM/SIGINT `/readyz` turns 503 and new requests are answered 503 at once, while the
+server keeps listening; queued and running photos are finished for up to `grace` seconds,
+then what is still queued is answered 503 (never dropped silently); only then does uvicorn
+close the listener and exit. A second signal stops at once.
 """
 from __future__ import annotations
 
@@ -41,14 +42,20 @@ def make_server(app, host: str, port: int, grace: float, log_level: str = "info"
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame):  # called from the signal handler
-            if not getattr(self, "_draining", False):
-                self._draining = True
-                log.info("shutdown requested: draining (up to %.0f s), refusing new work", grace)
-                engine = getattr(app.state, "engine", None)
-                if engine is not None:
-                    threading.Thread(target=engine.shutdown, args=(grace,), name="drain",
-                                     daemon=True).start()
-            super().handle_exit(sig, frame)
+            engine = getattr(app.state, "engine", None)
+            if getattr(self, "_draining", False) or engine is None:
+                super().handle_exit(sig, frame)  # a second signal (or nothing to drain): stop now
+                return
+            self._draining = True
+            log.info("shutdown requested: draining (up to %.0f s), answering new requests 503", grace)
+
+            def drain_then_stop():
+                # keep listening while draining: newcomers get a clean 503 (not a reset
+                # connection) and load balancers see /readyz fail; then uvicorn closes
+                engine.shutdown(grace)
+                uvicorn.Server.handle_exit(self, sig, None)
+
+            threading.Thread(target=drain_then_stop, name="drain", daemon=True).start()
 
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=int(grace) + 15,
                             timeout_keep_alive=5, access_log=log_level == "debug")
