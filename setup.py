@@ -3,11 +3,27 @@
 The top-level folders stay top-level in the repository (see DESIGN.md) and are
 mapped into the `trt_restore` namespace with `package_dir`.
 """
-from setuptools import setup
+from setuptools import find_packages, setup
 
 VERSION = "0.1.0"
 
 TORCH = "torch>=2.4,<2.14"  # admits the CPU wheel on disk (2.13.0+cpu), not the multi-GB CUDA 2.14 builds
+
+# import name -> repository folder; sub-packages (backends, tiling, faces, serve, ...) follow
+ROOTS = {
+    "trt_restore": "runtime",
+    "trt_restore.export": "export",
+    "trt_restore.engines": "engines",
+    "trt_restore.calibration": "calibration",
+    "trt_restore.benchmarks": "benchmarks",
+}
+PACKAGES, PACKAGE_DIR = [], {}
+for _name, _folder in ROOTS.items():
+    PACKAGES.append(_name)
+    PACKAGE_DIR[_name] = _folder
+    for _sub in find_packages(_folder):
+        PACKAGES.append(f"{_name}.{_sub}")
+        PACKAGE_DIR[f"{_name}.{_sub}"] = f"{_folder}/{_sub.replace('.', '/')}"
 
 setup(
     name="trt-restore",
@@ -18,22 +34,8 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=[
-        "trt_restore",
-        "trt_restore.export",
-        "trt_restore.export.networks",
-        "trt_restore.engines",
-        "trt_restore.calibration",
-        "trt_restore.serve",
-    ],
-    package_dir={
-        "trt_restore": "runtime",
-        "trt_restore.export": "export",
-        "trt_restore.export.networks": "export/networks",
-        "trt_restore.engines": "engines",
-        "trt_restore.calibration": "calibration",
-        "trt_restore.serve": "runtime/serve",
-    },
+    packages=PACKAGES,
+    package_dir=PACKAGE_DIR,
     package_data={"trt_restore.export": ["manifests/*.json"], "trt_restore.serve": ["static/*"],
                   "trt_restore.engines": ["plugins/*.cu", "plugins/*.cpp", "plugins/*.h", "plugins/CMakeLists.txt"]},
     install_requires=[
@@ -50,6 +52,7 @@ setup(
         "trt": ["tensorrt>=10.3", "cuda-python>=12.0"],
         "face": ["dlib-bin>=19.24", "face-recognition-models>=0.3"],  # HOG detector + 68-point predictor (sdist)
         "serve": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"],
+        "bench": ["matplotlib>=3.7", "onnx>=1.16"],  # `trt-restore bench` plots; conv FLOP counts
         "ray": ["ray[serve,data]>=2.30", "fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"],
         "dev": ["pytest>=8", "fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "httpx>=0.27",
                 "playwright>=1.40"],  # serving tests: TestClient (httpx), headless Chromium (Debian's, not downloaded)

@@ -39,3 +39,21 @@ def test_version_and_help():
 def test_usage_error_exit_code_is_2():
     result = CliRunner().invoke(app, ["reference-restore"])
     assert result.exit_code == 2
+
+
+def test_every_package_folder_is_distributed(monkeypatch):
+    """A plain `pip install .` must ship every sub-package (backends, tiling, faces, ...)."""
+    import runpy
+    from pathlib import Path
+
+    import setuptools
+
+    captured = {}
+    monkeypatch.setattr(setuptools, "setup", lambda **kw: captured.update(kw))
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)
+    runpy.run_path(str(repo / "setup.py"))
+    shipped = {Path(folder).resolve() for folder in captured["package_dir"].values()}
+    for root in ("runtime", "export", "engines", "calibration"):
+        for init in (repo / root).rglob("__init__.py"):
+            assert init.parent.resolve() in shipped, f"{init.parent} is not packaged"
