@@ -64,28 +64,34 @@ class QuantizeOptions:
     extra_fp32_nodes: dict = field(default_factory=dict)  # graph -> node names kept in fp32
     force: bool = False
     chunk: int = 2  # calibration items per calibrator pass (bounds memory)
+    # ("Conv", "Pad") moves reflection padding onto uint8: measured slower (more Q/DQ nodes survive
+    # the fusion) and no more accurate, so only Conv by default
+    op_types: tuple[str, ...] = ("Conv",)
 
     def calibration_key(self) -> dict:
         return {"method": self.method, "percentile": self.percentile if self.method == "percentile" else None,
-                "limit": self.limit, "holdout": HOLDOUT}
+                "limit": self.limit, "holdout": HOLDOUT, "op_types": sorted(self.op_types)}
 
 
 # ---- feeds ---------------------------------------------------------------------------------
 
 class RecordingBackend:
-    """Wraps a backend and keeps a copy of the inputs of every call, per graph."""
+    """Wraps a backend and keeps a copy of the inputs of every call, per graph, tagged with the
+    calibration item being processed (`item`): a graph may run several times per item (the
+    encoder in every mode), and calibration/validation are split by item."""
 
     def __init__(self, backend, wanted: set[str]):
         self.backend = backend
         self.wanted = wanted
-        self.feeds: dict[str, list[dict[str, np.ndarray]]] = {}
+        self.item = 0
+        self.feeds: dict[str, list[tuple[int, dict[str, np.ndarray]]]] = {}
         self.store = getattr(backend, "store", None)
         self.name = getattr(backend, "name", "recording")
 
     def run(self, graph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if graph in self.wanted:
             self.feeds.setdefault(graph, []).append(
-                {k: np.ascontiguousarray(v, dtype=np.float32).copy() for k, v in inputs.items()})
+                (self.item, {k: np.ascontiguousarray(v, dtype=np.float32).copy() for k, v in inputs.items()}))
         return self.backend.run(graph, inputs)
 
     def describe(self) -> str:
@@ -93,8 +99,8 @@ class RecordingBackend:
 
 
 def collect_feeds(models_dir: Path, calibration: CalibrationSet, graphs: set[str], indices: list[int],
-                  on_item: Callable[[int], None] = lambda i: None) -> dict[str, list[dict]]:
-    """Run the fp32 pipeline over the given calibration items, recording graph inputs."""
+                  on_item: Callable[[int], None] = lambda i: None) -> dict[str, list[tuple[int, dict]]]:
+    """Run the fp32 pipeline over the given calibration items, recording (item, graph inputs)."""
     from ..backends.onnxruntime_backend import OrtBackend
     from ..global_restoration import GlobalRestorer
     from ..preprocess import resize_to_multiple
@@ -106,6 +112,7 @@ def collect_feeds(models_dir: Path, calibration: CalibrationSet, graphs: set[str
         modes.add("quality")
     restorers = {m: GlobalRestorer(recorder, m) for m in ("quality", "scratch", "hr") if m in modes}
     for done, index in enumerate(indices):
+        recorder.item = index
         image, mask = calibration.load(index)
         if "detection" in modes:
             detect_scratches(recorder, resize_to_multiple(image, 16, "bicubic"))
@@ -142,8 +149,9 @@ class _Reader:
 
 # ---- choices -------------------------------------------------------------------------------
 
-def boundary_convs(model_path: Path) -> dict[str, str]:
-    """Conv nodes kept in fp32 by default, with the reason."""
+def boundary_convs(model_path: Path, pads: bool = False) -> dict[str, str]:
+    """Conv nodes kept in fp32 by default, with the reason (and, when Pad is quantized too, the
+    Pads that feed an fp32 layer)."""
     import onnx
 
     model = onnx.load(str(model_path), load_external_data=False)
@@ -164,15 +172,29 @@ def boundary_convs(model_path: Path) -> dict[str, str]:
             return None
         return reaches_input(node.input[0], depth + 1)
 
+    def reaches_output(name: str, depth: int = 0) -> str | None:
+        """Follow single-consumer activations (Tanh of the decoder, Sigmoid of the detector) forward."""
+        if name in outputs:
+            return name
+        users = consumers.get(name, [])
+        if depth > 2 or len(users) != 1 or users[0].op_type not in ("Tanh", "Sigmoid", "Relu", "Identity", "Clip"):
+            return None
+        return reaches_output(users[0].output[0], depth + 1)
+
     kept = {}
     for node in model.graph.node:
         if node.op_type != "Conv":
             continue
         source = reaches_input(node.input[0])
+        target = reaches_output(node.output[0])
         if source in IMAGE_INPUTS:
             kept[node.name] = f"reads the {source} input (too few channels for the integer kernels; picture precision)"
-        elif node.output[0] in outputs:
-            kept[node.name] = f"writes the graph output {node.output[0]!r} (no requantisation of the result)"
+        elif target is not None:
+            kept[node.name] = f"writes the graph output {target!r} (no requantisation of the result)"
+    for node in model.graph.node if pads else ():  # Pad on uint8 only where an INT8 conv reads it
+        users = consumers.get(node.output[0], [])
+        if node.op_type == "Pad" and not all(u.op_type == "Conv" and u.name not in kept for u in users):
+            kept[node.name] = "pads the input of an fp32 layer"
     return kept
 
 
@@ -250,7 +272,7 @@ def quantize_graph(name: str, fp32_path: Path, out_dir: Path, cache_path: Path, 
 
         with contextlib.redirect_stdout(io.StringIO()):  # histogram progress prints
             quantize_static(str(fp32_path), str(tmp), reader, quant_format=QuantFormat.QDQ,
-                            op_types_to_quantize=["Conv"], per_channel=True, reduce_range=False,
+                            op_types_to_quantize=list(options.op_types), per_channel=True, reduce_range=False,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             nodes_to_exclude=sorted(fp32_nodes), calibrate_method=_method(options.method),
                             extra_options=extra, calibration_cache_path=str(cache_path))
@@ -296,7 +318,7 @@ def quantize_models(models_dir: str | Path, calibration_dir: str | Path, options
     for name in chosen:
         fp32_path = models_dir / exported[name]["file"]
         source_sha = exported[name].get("sha256") or _sha256_file(fp32_path)
-        fp32_nodes = dict(boundary_convs(fp32_path)) if options.keep_boundary_fp32 else {}
+        fp32_nodes = dict(boundary_convs(fp32_path, "Pad" in options.op_types)) if options.keep_boundary_fp32 else {}
         for node in options.extra_fp32_nodes.get(name, ()):
             fp32_nodes[node] = "kept in fp32 by request"
         cal_key = _key({"graph": source_sha, "calibration": fingerprint, **options.calibration_key(), **versions})
@@ -315,7 +337,7 @@ def quantize_models(models_dir: str | Path, calibration_dir: str | Path, options
     needs_build = [n for n, p in plans.items() if not p["current"]]
     all_cached = all(plans[n]["cache_path"].is_file() for n in needs_build)
     indices = list(range(total - HOLDOUT, total)) if all_cached else list(range(total))
-    feeds: dict[str, list[dict]] = {}
+    feeds: dict[str, list[tuple[int, dict]]] = {}
     if needs_build:
         step = "running the fp32 pipeline on the calibration set"
         on_progress(step, 0, len(indices))
@@ -328,14 +350,16 @@ def quantize_models(models_dir: str | Path, calibration_dir: str | Path, options
         if plan["current"]:
             graphs_section[name] = {**previous[name], "reused": True}
             continue
-        graph_feeds = feeds.get(name, [])
-        if len(graph_feeds) < len(indices):
-            raise QuantizeError(f"{name}: the pipeline produced {len(graph_feeds)} calibration inputs, "
-                                f"expected {len(indices)}")
+        recorded = feeds.get(name, [])
+        if {item for item, _ in recorded} != set(indices):
+            raise QuantizeError(f"{name}: the pipeline did not run it on every calibration photo")
+        calibrate = [feed for item, feed in recorded if item < total - HOLDOUT]
+        holdout = [feed for item, feed in recorded if item >= total - HOLDOUT]
+        graph_feeds = calibrate + holdout
         started = time.perf_counter()
         cached = plan["cache_path"].is_file()
         quantize_graph(name, plan["fp32_path"], models_dir / INT8_DIR, plan["cache_path"],
-                       None if cached else graph_feeds[:len(indices) - HOLDOUT], options, plan["fp32_nodes"])
+                       None if cached else calibrate, options, plan["fp32_nodes"])
         qdq_path = models_dir / INT8_DIR / f"{name}.qdq.onnx"
         macs = conv_macs(plan["fp32_path"], _feed_shapes(graph_feeds[0]))
         int8_macs = sum(v["macs"] for k, v in macs.items() if v["op"] == "Conv" and k not in plan["fp32_nodes"])
@@ -350,9 +374,9 @@ def quantize_models(models_dir: str | Path, calibration_dir: str | Path, options
             "build_key": plan["build_key"],
             "calibration_cache": str(plan["cache_path"].relative_to(models_dir)),
             "calibration_cache_hit": cached,
-            "quantized_op_types": ["Conv"],
+            "quantized_op_types": list(options.op_types),
             "kept_fp32": {
-                "op_types": sorted(set(op_counts(plan["fp32_path"])) - {"Conv"}),
+                "op_types": sorted(set(op_counts(plan["fp32_path"])) - set(options.op_types)),
                 "nodes": plan["fp32_nodes"],
                 "runtime": "attention (numpy, between the graphs)" if MODE_OF_GRAPH[name] in ("scratch", "hr")
                 else None,
@@ -363,7 +387,7 @@ def quantize_models(models_dir: str | Path, calibration_dir: str | Path, options
             "cpu_kernels_after_fusion": {k: v for k, v in fused.items()
                                          if k in ("QLinearConv", "Conv", "ConvTranspose", "QuantizeLinear",
                                                   "DequantizeLinear", "Transpose")},
-            "validation": validate(plan["fp32_path"], qdq_path, graph_feeds[len(indices) - HOLDOUT:]),
+            "validation": validate(plan["fp32_path"], qdq_path, holdout),
             "build_seconds": round(time.perf_counter() - started, 2),
         }
         manifest["graphs"][name]["qdq_file"] = graphs_section[name]["file"]  # what engines/builder.py reads

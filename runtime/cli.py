@@ -280,6 +280,10 @@ from .calibration.cli import calibrate_data_command, quantize_command  # noqa: E
 app.command("calibrate-data")(calibrate_data_command)
 app.command("quantize")(quantize_command)
 
+from .benchmarks.cli import bench_command  # noqa: E402 - lives in benchmarks/
+
+app.command("bench")(bench_command)
+
 
 def _register_serving() -> None:
     """`serve` and `batch` live in trt_restore.serve (FastAPI/Ray imported only when run)."""

@@ -7,6 +7,13 @@ precision="int8" loads the calibrated Q/DQ model of each graph that has one (mod
 `int8` section, written by `trt-restore quantize`); onnxruntime fuses its Q/DQ pairs into
 integer QLinearConv kernels. Graphs without an INT8 model, and the per-layer graphs of
 tiled execution, run in fp32.
+
+Tuning (measured with onnxruntime's profiler, benchmarks/README.md): the kernels are large
+(convolutions of tens to hundreds of milliseconds), so idle intra-op threads do not spin
+(`spinning=False`; TRT_RESTORE_ORT_SPINNING=1 switches it back on): with other processes on
+the cores that was 10-25% faster per graph, and there is little for spinning to win between
+kernels this long. Full graph optimisation (NCHWc layouts for fp32 convolutions, Q/DQ fusion
+into QLinearConv) beat the extended level.
 """
 from __future__ import annotations
 
@@ -23,7 +30,8 @@ PRECISIONS = ("fp32", "int8")
 class OrtBackend:
     name = "ort"
 
-    def __init__(self, models_dir, threads: int | None = None, precision: str = "fp32"):
+    def __init__(self, models_dir, threads: int | None = None, precision: str = "fp32",
+                 spinning: bool | None = None):
         import onnxruntime as ort
 
         if precision not in PRECISIONS:
@@ -32,6 +40,7 @@ class OrtBackend:
         self.store = models_dir if isinstance(models_dir, ModelStore) else ModelStore.open(models_dir)
         self.threads = threads or len(os.sched_getaffinity(0))
         self.precision = precision
+        self.spinning = os.environ.get("TRT_RESTORE_ORT_SPINNING", "0") == "1" if spinning is None else spinning
         self._int8 = self.store.manifest.get("int8", {}).get("graphs", {}) if precision == "int8" else {}
         if precision == "int8" and not self._int8:
             raise ModelStoreError(f"{self.store.root}: no INT8 models; make them with `trt-restore calibrate-data "
@@ -64,6 +73,7 @@ class OrtBackend:
                     options.enable_mem_pattern = False
                 options.intra_op_num_threads = self.threads
                 options.inter_op_num_threads = 1
+                options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
                 options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
                 self._sessions[graph] = self._ort.InferenceSession(
                     str(path or self.graph_file(graph)), options, providers=["CPUExecutionProvider"])

@@ -1,0 +1,1 @@
+"""Reproducible benchmarks (`trt-restore bench`): latency, memory, throughput; JSON + markdown + PNG."""
