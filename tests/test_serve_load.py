@@ -43,7 +43,7 @@ def test_concurrent_clients_get_their_own_answers(serve_models):
     probes = make_probes(serve_models, 6)
     with running_service(service_config(serve_models, max_queue=2)) as (url, app):
         figures = run_load(url, probes, clients=4, seconds=4, max_requests=40)
-        stats = app.state.engine.stats()
+    stats = app.state.engine.stats()  # after the drain: a counter may trail the answer it counts
     assert_clean(figures)
     assert figures["ok"] >= 4, figures
     assert figures["ok"] + figures["rejected_429_503"] == figures["sent"]
