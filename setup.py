@@ -54,7 +54,7 @@ setup(
         "serve": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"],
         "bench": ["matplotlib>=3.7", "onnx>=1.16"],  # `trt-restore bench` plots; conv FLOP counts
         "ray": ["ray[serve,data]>=2.30", "fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"],
-        "dev": ["pytest>=8", "fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "httpx>=0.27",
+        "dev": ["pytest>=8", "matplotlib>=3.7", "fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "httpx>=0.27",
                 "playwright>=1.40"],  # serving tests: TestClient (httpx), headless Chromium (Debian's, not downloaded)
     },
     entry_points={"console_scripts": ["trt-restore=trt_restore.cli:main"]},
