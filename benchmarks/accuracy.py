@@ -42,6 +42,31 @@ def rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(b.astype(np.float64) - a) / max(np.linalg.norm(a.astype(np.float64)), 1e-12))
 
 
+class QdqBackend:
+    """Runs the Q/DQ model of every graph that has one, whatever the runtime's per-graph choice
+    (so the table can show why a graph is kept fp32); `recommended` = the runtime's INT8 graphs."""
+
+    def __init__(self, models, threads: int | None = None):
+        from trt_restore.backends.onnxruntime_backend import OrtBackend
+
+        self.backend = OrtBackend(models, threads=threads)
+        entries = self.backend.store.manifest.get("int8", {}).get("graphs", {})
+        self.paths = {g: self.backend.store.root / e["file"] for g, e in entries.items() if e.get("file")}
+        self.recommended = {g for g, e in entries.items() if e.get("file") and e.get("precision", "int8") == "int8"}
+        self.store = self.backend.store
+        self.name = "qdq"
+
+    def run(self, graph, inputs):
+        if graph not in self.paths:
+            return self.backend.run(graph, inputs)
+        session = self.backend._session("qdq:" + graph, self.paths[graph])
+        names = [o.name for o in session.get_outputs()]
+        return dict(zip(names, session.run(names, {k: np.ascontiguousarray(v, np.float32) for k, v in inputs.items()})))
+
+    def describe(self):
+        return "Q/DQ models of every graph"
+
+
 class Hybrid:
     """Routes each graph to the INT8 or the fp32 backend; records inputs of the fp32 run."""
 
@@ -74,14 +99,16 @@ def load_photos(folder: Path, max_side: int) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def evaluate_set(fp32, int8, items: list[tuple[str, np.ndarray, np.ndarray]], modes=MODES, log=print) -> dict:
-    """items: (name, image, drawn mask). Returns per mode: per network + all-INT8 aggregates."""
+def evaluate_set(fp32, int8, items: list[tuple[str, np.ndarray, np.ndarray]], modes=MODES, log=print,
+                 per_mode: dict[str, int] | None = None) -> dict:
+    """items: (name, image, drawn mask). Returns per mode: per network + all-INT8 aggregates.
+    per_mode: at most this many items in a mode (photos with 'scratch' in the name first)."""
     from trt_restore.global_restoration import GlobalRestorer
     from trt_restore.model_store import GRAPHS_FOR_MODE
     from trt_restore.preprocess import resize_to_multiple
     from trt_restore.scratch_detection import detect_scratches
 
-    available = set(int8._int8)
+    available = set(int8.paths)
     result: dict = {}
     for mode in modes:
         graphs = [g for g in GRAPHS_FOR_MODE[mode] if g != "detection" and g in available]
@@ -90,7 +117,10 @@ def evaluate_set(fp32, int8, items: list[tuple[str, np.ndarray, np.ndarray]], mo
         def add(key: str, metric: str, value: float) -> None:
             rows.setdefault(key, {}).setdefault(metric, []).append(value)
 
-        for name, image, mask in items:
+        chosen_items = items
+        if per_mode and mode in per_mode:
+            chosen_items = sorted(items, key=lambda it: "scratch" not in it[0])[:per_mode[mode]]
+        for name, image, mask in chosen_items:
             user_mask = None if mode == "quality" else mask
             recorder = Hybrid(fp32, int8, set(), record=True)
             reference = GlobalRestorer(recorder, mode).restore(image, mask=user_mask)
@@ -98,7 +128,11 @@ def evaluate_set(fp32, int8, items: list[tuple[str, np.ndarray, np.ndarray]], mo
                 for feed in recorder.feeds.get(graph, []):
                     a, b = fp32.run(graph, feed), int8.run(graph, feed)
                     add(graph, "isolated_rel_error", max(rel(a[k], b[k]) for k in a))
-            for key, chosen in [(g, {g}) for g in graphs] + [("all INT8", set(graphs))]:
+            combos = [(g, {g}) for g in graphs] + [("all INT8", set(graphs))]
+            default = set(graphs) & int8.recommended
+            if default != set(graphs):
+                combos.append(("runtime --precision int8 (" + ", ".join(sorted(set(graphs) - default)) + " fp32)", default))
+            for key, chosen in combos:
                 got = GlobalRestorer(Hybrid(fp32, int8, chosen), mode).restore(image, mask=user_mask)
                 add(key, "psnr", psnr(reference.restored, got.restored))
                 add(key, "ssim", ssim(reference.restored, got.restored))
@@ -107,7 +141,7 @@ def evaluate_set(fp32, int8, items: list[tuple[str, np.ndarray, np.ndarray]], mo
                 add(key, "output_rel_error", rel(reference.tensors["output"], got.tensors["output"]))
             log(f"  {mode} {name} {image.shape[1]}x{image.shape[0]}: all INT8 "
                 f"{rows['all INT8']['psnr'][-1]:.1f} dB, mapped rel. error {rows['all INT8']['mapped_rel_error'][-1]:.3f}")
-        result[mode] = {key: {metric: {"mean": float(np.mean(v)), "min": float(np.min(v)), "max": float(np.max(v))}
+        result[mode] = {"photos": [it[0] for it in chosen_items]} | {key: {metric: {"mean": float(np.mean(v)), "min": float(np.min(v)), "max": float(np.max(v))}
                               for metric, v in metrics.items()} for key, metrics in rows.items()}
     if "detection" in available:  # the detector on its own: probabilities and masks
         rows = {}
@@ -141,8 +175,10 @@ def markdown(report: dict) -> str:
             if mode == "detection":
                 continue
             for key, m in rows.items():
+                if key == "photos":
+                    continue
                 iso = m.get("isolated_rel_error", {}).get("mean")
-                lines.append(f"| {mode} | {key} | {m['psnr']['mean']:.1f} ({m['psnr']['min']:.1f}) | "
+                lines.append(f"| {mode} ({len(rows['photos'])}) | {key} | {m['psnr']['mean']:.1f} ({m['psnr']['min']:.1f}) | "
                              f"{m['ssim']['mean']:.3f} | {m['latent_rel_error']['mean']:.3f} | "
                              f"{m['mapped_rel_error']['mean']:.3f} | {'—' if iso is None else f'{iso:.3f}'} |")
         if "detection" in modes:
@@ -162,12 +198,13 @@ def markdown(report: dict) -> str:
 
 
 def run(models: Path, photos: Path | None, degraded: Path | None, output: Path, max_side: int = 512,
-        degraded_count: int | None = None, modes=MODES, name: str = "accuracy", log=print) -> dict:
+        degraded_count: int | None = None, modes=MODES, name: str = "accuracy", log=print,
+        per_mode: dict[str, int] | None = None) -> dict:
     from trt_restore.backends.onnxruntime_backend import OrtBackend
     from trt_restore.benchmarks.worker import bench_mask
 
     started = time.perf_counter()
-    fp32, int8 = OrtBackend(models, precision="fp32"), OrtBackend(models, precision="int8")
+    fp32, int8 = OrtBackend(models, precision="fp32"), QdqBackend(models)
     report = {"models": str(models), "int8": {k: v for k, v in fp32.store.manifest["int8"].items()},
               "weights_note": "synthetic (deterministic rule of the reference vectors), not the official release",
               "max_side": max_side, "sets": {}}
@@ -185,7 +222,8 @@ def run(models: Path, photos: Path | None, degraded: Path | None, output: Path, 
                      f"{calibration.manifest['size']} px, own masks; not the calibration seed)", items))
     for label, items in sets:
         log(label)
-        report["sets"][label] = evaluate_set(fp32, int8, items, modes, log)
+        report["sets"][label] = evaluate_set(fp32, int8, items, modes, log, per_mode)
+        report["per_mode_limit"] = per_mode
     report["elapsed_s"] = round(time.perf_counter() - started, 1)
     output.mkdir(parents=True, exist_ok=True)
     (output / f"{name}.json").write_text(json.dumps(report, indent=1))
@@ -203,9 +241,12 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("-o", "--output", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--name", default="accuracy")
+    parser.add_argument("--per-mode", default="", help="e.g. scratch=4,hr=4: at most N photos in those modes "
+                        "(photos with 'scratch' in the name first)")
     args = parser.parse_args()
+    per_mode = {k: int(v) for k, v in (p.split("=") for p in args.per_mode.split(",") if p)}
     run(args.models, args.photos, args.degraded, args.output, args.max_side, args.degraded_count,
-        tuple(args.modes.split(",")), args.name)
+        tuple(args.modes.split(",")), args.name, per_mode=per_mode or None)
 
 
 if __name__ == "__main__":

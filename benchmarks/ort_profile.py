@@ -1,6 +1,6 @@
 """Where the time goes inside onnxruntime: per-operator totals from its profiler.
 
-    python -m trt_restore.benchmarks.ort_profile MODELS_DIR GRAPH --size 512 [--precision int8]
+    python -m trt_restore.benchmarks.ort_profile MODELS_DIR GRAPH[,GRAPH] --size 512 [--precision fp32,int8]
 """
 from __future__ import annotations
 
@@ -76,18 +76,25 @@ def profile_graph(path: str | Path, feed: dict, threads: int, repeats: int = 2, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("models")
-    parser.add_argument("graph")
+    parser.add_argument("graphs", help="comma-separated graph names")
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "int8"))
+    parser.add_argument("--precision", default="fp32", help="fp32, int8 or fp32,int8")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     from trt_restore.backends.onnxruntime_backend import OrtBackend
 
-    backend = OrtBackend(args.models, precision=args.precision)
-    result = profile_graph(backend.graph_file(args.graph), example_feed(args.graph, args.size, args.size),
-                           args.threads, args.repeats)
-    print(json.dumps(result, indent=1))
+    results = {}
+    for precision in args.precision.split(","):
+        backend = OrtBackend(args.models, precision=precision)
+        for graph in args.graphs.split(","):
+            results[f"{graph} {precision}"] = profile_graph(
+                backend.graph_file(graph), example_feed(graph, args.size, args.size), args.threads, args.repeats)
+            top = list(results[f"{graph} {precision}"]["ops"].items())[:5]
+            print(f"{graph} {precision} at {args.size}px: " + ", ".join(f"{k} {100 * v['share']:.0f}%" for k, v in top))
+    if args.json:
+        args.json.write_text(json.dumps({"size": args.size, "threads": args.threads, "profiles": results}, indent=1))
 
 
 if __name__ == "__main__":

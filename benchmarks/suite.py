@@ -169,9 +169,9 @@ def run_scratch(options: BenchOptions, log) -> dict:
             row["skipped"] = "no --weights"
         else:
             available = _available_memory_gb()
-            if config == "torch-dense" and available is not None and available < 5.5 * result["dense_matrix_gb"]:
-                row["skipped"] = (f"needs ~{5 * result['dense_matrix_gb']:.0f} GB for the dense N x N "
-                                  f"matrices, {available:.1f} GB available")
+            need = 4 * result["dense_matrix_gb"] + 1.5  # f, its softmax, the repeated mask, the product
+            if config == "torch-dense" and available is not None and available < need:
+                row["skipped"] = (f"needs ~{need:.0f} GB for the dense N x N matrices, {available:.1f} GB available")
             else:
                 spec = {"config": config, "mode": "scratch", "height": height, "width": width,
                         "models": str(options.models), "weights": str(options.weights) if options.weights else None,

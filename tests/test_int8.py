@@ -60,6 +60,8 @@ def test_manifest_records_per_graph_choices(int8):
         assert entry["conv_int8"] < entry["conv_total"]
         assert 0 < entry["int8_mac_fraction"] < 1
         assert entry["validation"]["items"] == 2 and np.isfinite(entry["validation"]["rel_error"])
+    assert section["graphs"]["vae_a_quality_encoder"]["precision"] == "fp32"  # Q/DQ built, runtime keeps fp32
+    assert section["graphs"]["mapping_quality"]["precision"] == "int8"
     first = section["graphs"]["vae_a_quality_encoder"]["kept_fp32"]["nodes"]
     assert any("image" in reason for reason in first.values())
     last = section["graphs"]["vae_b_quality_decoder"]["kept_fp32"]["nodes"]
@@ -87,6 +89,7 @@ def test_int8_restore_is_close_to_fp32_on_a_small_image(int8):
     fp32 = GlobalRestorer(OrtBackend(root, threads=2), "quality").restore(image)
     backend = OrtBackend(root, threads=2, precision="int8")
     assert backend.graph_file("mapping_quality").name == "mapping_quality.qdq.onnx"
+    assert backend.graph_file("vae_a_quality_encoder").name == "vae_a_quality_encoder.onnx"  # kept fp32
     assert "INT8" in backend.describe()
     got = GlobalRestorer(backend, "quality").restore(image)
     assert got.restored.shape == fp32.restored.shape
@@ -98,14 +101,16 @@ def test_int8_restore_is_close_to_fp32_on_a_small_image(int8):
 
 
 def test_accuracy_evaluation_runs(int8):
-    from trt_restore.benchmarks.accuracy import evaluate_set
+    from trt_restore.benchmarks.accuracy import QdqBackend, evaluate_set
 
     root, _ = int8
     image = small_photo()
-    result = evaluate_set(OrtBackend(root), OrtBackend(root, precision="int8"),
+    result = evaluate_set(OrtBackend(root), QdqBackend(root),
                           [("small", image, np.zeros(image.shape[:2], np.uint8))], modes=("quality",), log=lambda m: None)
     rows = result["quality"]
-    assert set(rows) == set(QUALITY_GRAPHS) | {"all INT8"}
+    default = "runtime --precision int8 (vae_a_quality_encoder fp32)"
+    assert set(rows) == set(QUALITY_GRAPHS) | {"all INT8", "photos", default}
+    assert rows[default]["latent_rel_error"]["mean"] == 0
     assert rows["all INT8"]["psnr"]["mean"] >= PSNR_FLOOR
     assert rows["vae_a_quality_encoder"]["mapped_rel_error"]["mean"] > 0
     assert rows["mapping_quality"]["latent_rel_error"]["mean"] == 0  # the encoder stayed fp32
@@ -138,3 +143,13 @@ def test_restore_command_with_int8(int8, tmp_path):
     bad = CliRunner().invoke(app, ["restore", str(tmp_path / "in"), "-o", str(tmp_path / "o2"), "-m", str(root),
                                    "--precision", "int4"])
     assert bad.exit_code == 2
+
+
+def test_quantize_command_reports_and_reuses(int8):
+    root, _ = int8
+    result = CliRunner().invoke(app, ["quantize", "-c", str(root / "calibration"), "-m", str(root),
+                                      "--graph", "mapping_quality"])
+    assert result.exit_code == 0, result.output
+    assert "mapping_quality: INT8 (reused" in result.output and "held-out rel. error" in result.output
+    bad = CliRunner().invoke(app, ["quantize", "-c", str(root / "nowhere"), "-m", str(root)])
+    assert bad.exit_code == 1 and "no calibration manifest" in bad.output

@@ -3,10 +3,10 @@
 Sessions are thread-safe for concurrent `run` calls (onnxruntime guarantees this), and
 session creation is guarded by a lock.
 
-precision="int8" loads the calibrated Q/DQ model of each graph that has one (models.json,
-`int8` section, written by `trt-restore quantize`); onnxruntime fuses its Q/DQ pairs into
-integer QLinearConv kernels. Graphs without an INT8 model, and the per-layer graphs of
-tiled execution, run in fp32.
+precision="int8" loads the calibrated Q/DQ model of each graph for which `trt-restore quantize`
+recorded `precision: int8` (models.json, `int8` section); onnxruntime fuses its Q/DQ pairs into
+integer QLinearConv kernels. The other graphs (the encoder: see its `precision_reason`), and
+the per-layer graphs of tiled execution, run in fp32.
 
 Tuning (measured with onnxruntime's profiler, benchmarks/README.md): the kernels are large
 (convolutions of tens to hundreds of milliseconds), so idle intra-op threads do not spin
@@ -41,8 +41,10 @@ class OrtBackend:
         self.threads = threads or len(os.sched_getaffinity(0))
         self.precision = precision
         self.spinning = os.environ.get("TRT_RESTORE_ORT_SPINNING", "0") == "1" if spinning is None else spinning
-        self._int8 = self.store.manifest.get("int8", {}).get("graphs", {}) if precision == "int8" else {}
-        if precision == "int8" and not self._int8:
+        int8 = self.store.manifest.get("int8", {}).get("graphs", {}) if precision == "int8" else {}
+        # graphs whose Q/DQ model the quantizer recommends (`precision`; the others stay fp32)
+        self._int8 = {g: e for g, e in int8.items() if e.get("precision", "int8") == "int8" and e.get("file")}
+        if precision == "int8" and not int8:
             raise ModelStoreError(f"{self.store.root}: no INT8 models; make them with `trt-restore calibrate-data "
                                   f"CALDIR` and `trt-restore quantize -c CALDIR -m {self.store.root}`")
         self._sessions: dict = {}
