@@ -1,9 +1,9 @@
 """The two attention kinds of the scratch/HR mappings, in numpy with bounded memory.
 
 They are not inside the ONNX graphs (docs/onnx-graphs.md): here they never materialise the
-N x N matrix of the original. Masked nonlocal attention processes query chunks against the
-compacted valid keys, so memory is O(chunk x N_valid); the patch match does the same for
-hole patches against non-hole patches.
+N x N matrix of the original. Masked nonlocal attention processes query chunks against blocks
+of the compacted valid keys with an online softmax, so its scratch memory is O(chunk x block);
+the patch match processes hole patches in chunks against the non-hole patches.
 """
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import numpy as np
 
 from .resize import resize_bilinear, resize_nearest
 
-DEFAULT_CHUNK_BYTES = 256 << 20  # logits buffer per chunk
+DEFAULT_CHUNK_BYTES = 256 << 20  # logits buffer per (query chunk x key block)
+DEFAULT_KEY_BLOCK = 16384  # keys per block of the online softmax
 HOLE_FRACTION = 0.6
 
 
@@ -31,25 +32,42 @@ def _chunk_rows(keys: int, channels: int, chunk_bytes: int) -> int:
 
 
 def masked_attention(theta: np.ndarray, phi: np.ndarray, g: np.ndarray, key_valid: np.ndarray,
-                     chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> np.ndarray:
+                     chunk_bytes: int = DEFAULT_CHUNK_BYTES, key_block: int = DEFAULT_KEY_BLOCK) -> np.ndarray:
     """y[:, i] = sum_j softmax_{valid j}(theta_i . phi_j) g_j for every position i.
 
     theta, phi, g: (C, N) float32; key_valid: (N,) bool. Returns (C, N); rows with no valid
-    key are 0 (the original's renormalisation gives 0/eps there)."""
+    key are 0 (the original's renormalisation gives 0/eps there). Invalid keys are compacted
+    away first; queries go in chunks, keys in blocks of `key_block` with an online softmax
+    (running max and running sum, fp32), so the scratch memory is one chunk x block of logits
+    whatever N is."""
     keys = np.ascontiguousarray(phi[:, key_valid])
     values = np.ascontiguousarray(g[:, key_valid].T)
     channels, positions = theta.shape
     out = np.zeros((positions, channels), dtype=np.float32)
-    if values.shape[0] == 0:
+    valid_count = values.shape[0]
+    if valid_count == 0:
         return out.T
     queries = np.ascontiguousarray(theta.T)
-    rows = _chunk_rows(keys.shape[1], channels, chunk_bytes)
+    block = max(1, min(key_block, valid_count))
+    rows = _chunk_rows(block, channels, chunk_bytes)
     for start in range(0, positions, rows):
-        logits = queries[start:start + rows] @ keys
-        logits -= logits.max(axis=1, keepdims=True)
-        np.exp(logits, out=logits)
-        total = logits.sum(axis=1, keepdims=True)
-        out[start:start + rows] = (logits @ values) / total
+        chunk = queries[start:start + rows]
+        running_max = np.full((chunk.shape[0], 1), -np.inf, dtype=np.float32)
+        running_sum = np.zeros((chunk.shape[0], 1), dtype=np.float32)
+        acc = out[start:start + rows]  # a view: accumulates in place
+        for first in range(0, valid_count, block):
+            logits = chunk @ keys[:, first:first + block]
+            block_max = np.maximum(running_max, logits.max(axis=1, keepdims=True))
+            logits -= block_max
+            np.exp(logits, out=logits)
+            if first:  # rescale what was accumulated under the old maximum
+                rescale = np.exp(running_max - block_max)
+                running_sum *= rescale
+                acc *= rescale
+            running_sum += logits.sum(axis=1, keepdims=True)
+            acc += logits @ values[first:first + block]
+            running_max = block_max
+        acc /= running_sum
     return out.T
 
 

@@ -40,10 +40,25 @@ def test_masked_attention_matches_dense(case):
     elif case == "none_valid":
         valid[:] = False
     valid = valid.reshape(-1)
-    got = attention.masked_attention(theta, phi, g, valid, chunk_bytes=4 * 40 * 32)  # several chunks
     expected = dense_original(theta, phi, g, valid)
     scale = max(1e-30, np.abs(expected).max())
-    assert np.abs(got - expected).max() / scale <= 1e-5 if case != "none_valid" else np.all(got == 0)
+    for key_block in (7, 64, attention.DEFAULT_KEY_BLOCK):  # many key blocks, a few, one
+        got = attention.masked_attention(theta, phi, g, valid, chunk_bytes=4 * 40 * 32, key_block=key_block)
+        assert np.abs(got - expected).max() / scale <= 1e-5 if case != "none_valid" else np.all(got == 0)
+
+
+def test_online_softmax_survives_a_growing_maximum():
+    """Large logits whose row maximum sits in the last key block: the running rescale must
+    neither overflow nor lose the earlier blocks."""
+    rng = np.random.default_rng(11)
+    channels, positions = 16, 300
+    theta, phi, g = _inputs(rng, channels, positions, scale=2.0)
+    phi[:, -5:] *= 4  # the largest logits come last
+    valid = rng.random(positions) > 0.2
+    got = attention.masked_attention(theta, phi, g, valid, chunk_bytes=4 * 50 * 16, key_block=32)
+    expected = dense_original(theta, phi, g, valid)
+    assert np.isfinite(got).all()
+    assert np.abs(got - expected).max() / np.abs(expected).max() <= 1e-5
 
 
 def test_valid_positions_match_torch():
