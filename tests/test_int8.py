@@ -153,3 +153,20 @@ def test_quantize_command_reports_and_reuses(int8):
     assert "mapping_quality: INT8 (reused" in result.output and "held-out rel. error" in result.output
     bad = CliRunner().invoke(app, ["quantize", "-c", str(root / "nowhere"), "-m", str(root)])
     assert bad.exit_code == 1 and "no calibration manifest" in bad.output
+
+
+def test_per_layer_diagnosis_separates_local_and_accumulated_noise(int8):
+    """benchmarks/int8_layers.py: every Conv of the mapping is found in both models; an 8-bit
+    round trip costs 25-50 dB locally, and the Q/DQ model drifts away from fp32 layer by layer."""
+    from trt_restore.benchmarks.int8_layers import conv_outputs, layer_errors, record_feeds
+
+    root, _ = int8
+    photos = Path(__file__).parent / "data"
+    feeds = record_feeds(root, photos, count=1, max_side=96)["mapping_quality"]
+    store_graph = root / "mapping_quality.onnx"
+    entry = json.loads((root / "models.json").read_text())["int8"]["graphs"]["mapping_quality"]
+    rows = layer_errors(store_graph, root / entry["file"], feeds)
+    assert len(rows) == len(conv_outputs(store_graph))
+    local = [r["local_sqnr_db"] for r in rows if r["local_sqnr_db"] is not None]
+    assert local and all(25 < v < 50 for v in local)
+    assert rows[-1]["accumulated_sqnr_db"] < rows[0]["accumulated_sqnr_db"]
