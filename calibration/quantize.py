@@ -249,14 +249,24 @@ def validate(fp32_path: Path, qdq_path: Path, feeds: list[dict]) -> dict:
     return {"rel_error": max(per_output.values()), "per_output": per_output, "items": len(feeds)}
 
 
+FLAVOURS = {  # file suffix, activation type, symmetric activations
+    "onnxruntime": (".qdq.onnx", "QUInt8", False),  # uint8 + zero point: onnxruntime's fastest CPU kernels
+    "tensorrt": (".trt.qdq.onnx", "QInt8", True),  # TensorRT's explicit quantization: int8, zero point 0
+}
+
+
 def quantize_graph(name: str, fp32_path: Path, out_dir: Path, cache_path: Path, feeds: list[dict] | None,
-                   options: QuantizeOptions, fp32_nodes: dict[str, str]) -> None:
-    """Calibrate (or load cached ranges) and write the Q/DQ model."""
+                   options: QuantizeOptions, fp32_nodes: dict[str, str], flavour: str = "onnxruntime") -> Path:
+    """Calibrate (or load cached ranges) and write the Q/DQ model of one flavour; returns its path.
+    Both flavours share the calibrated ranges (the cache), only the mapping to int8 differs."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
+    suffix, activation_type, activation_symmetric = FLAVOURS[flavour]
     extra = {
-        "WeightSymmetric": True,  # zero-point 0: onnxruntime's symmetric conv kernels
-        "ActivationSymmetric": False,
+        "WeightSymmetric": True,  # zero-point 0: onnxruntime's symmetric conv kernels, and TensorRT's rule
+        "ActivationSymmetric": activation_symmetric,
+        # TensorRT: biases stay float (its Q/DQ are int8 only; an int32 bias DequantizeLinear is not)
+        "QuantizeBias": flavour != "tensorrt",
         "CalibStridedMinMax": options.chunk,
     }
     if options.method == "percentile":
@@ -266,7 +276,7 @@ def quantize_graph(name: str, fp32_path: Path, out_dir: Path, cache_path: Path, 
         extra["CalibStridedMinMax"] = 1
     if reader is None:
         extra.pop("CalibStridedMinMax")
-    tmp = out_dir / f"{name}.qdq.onnx.tmp"
+    tmp = out_dir / f"{name}{suffix}.tmp"
     root_logger = logging.getLogger()
     level = root_logger.level
     root_logger.setLevel(logging.ERROR)  # the quantizer's pre-processing advice
@@ -277,12 +287,36 @@ def quantize_graph(name: str, fp32_path: Path, out_dir: Path, cache_path: Path, 
         with contextlib.redirect_stdout(io.StringIO()):  # histogram progress prints
             quantize_static(str(fp32_path), str(tmp), reader, quant_format=QuantFormat.QDQ,
                             op_types_to_quantize=list(options.op_types), per_channel=True, reduce_range=False,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            activation_type=getattr(QuantType, activation_type), weight_type=QuantType.QInt8,
                             nodes_to_exclude=sorted(fp32_nodes), calibrate_method=_method(options.method),
                             extra_options=extra, calibration_cache_path=str(cache_path))
     finally:
         root_logger.setLevel(level)
-    tmp.replace(out_dir / f"{name}.qdq.onnx")
+    final = out_dir / f"{name}{suffix}"
+    tmp.replace(final)
+    return final
+
+
+def tensorrt_qdq_problems(path: Path) -> list[str]:
+    """What TensorRT's explicit quantization would refuse: Q/DQ pairs that are not int8 or whose
+    zero point is not 0 (TensorRT supports symmetric int8 only)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    initializers = {t.name: t for t in model.graph.initializer}
+    problems = []
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        zero_point = initializers.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if zero_point is None:
+            problems.append(f"{node.name}: no zero point (defaults to uint8)")
+        elif zero_point.data_type != onnx.TensorProto.INT8:
+            problems.append(f"{node.name}: {onnx.TensorProto.DataType.Name(zero_point.data_type)} zero point")
+        elif np.any(numpy_helper.to_array(zero_point) != 0):
+            problems.append(f"{node.name}: non-zero zero point")
+    return problems
 
 
 def quantize_models(models_dir: str | Path, calibration_dir: str | Path, options: QuantizeOptions = QuantizeOptions(),
@@ -327,12 +361,15 @@ def quantize_models(models_dir: str | Path, calibration_dir: str | Path, options
             fp32_nodes[node] = "kept in fp32 by request"
         cal_key = _key({"graph": source_sha, "calibration": fingerprint, **options.calibration_key(), **versions})
         build_key = _key({"calibration_key": cal_key, "fp32_nodes": sorted(fp32_nodes), "format": "QDQ",
-                          "weights": "int8 per-channel symmetric", "activations": "uint8"})
+                          "weights": "int8 per-channel symmetric", "activations": "uint8",
+                          "flavours": sorted(FLAVOURS)})
         cache_path = models_dir / CACHE_DIR / f"{name}.{cal_key[:16]}.json"
         entry = previous.get(name, {})
         current = (not options.force and entry.get("build_key") == build_key and entry.get("file")
                    and (models_dir / entry["file"]).is_file()
-                   and _sha256_file(models_dir / entry["file"]) == entry.get("sha256"))
+                   and _sha256_file(models_dir / entry["file"]) == entry.get("sha256")
+                   and bool(entry.get("tensorrt_file")) and (models_dir / entry["tensorrt_file"]).is_file()
+                   and _sha256_file(models_dir / entry["tensorrt_file"]) == entry.get("tensorrt_sha256"))
         plans[name] = {"fp32_path": fp32_path, "source_sha": source_sha, "fp32_nodes": fp32_nodes,
                        "cal_key": cal_key, "build_key": build_key, "cache_path": cache_path, "current": current}
 
@@ -362,9 +399,13 @@ def quantize_models(models_dir: str | Path, calibration_dir: str | Path, options
         graph_feeds = calibrate + holdout
         started = time.perf_counter()
         cached = plan["cache_path"].is_file()
-        quantize_graph(name, plan["fp32_path"], models_dir / INT8_DIR, plan["cache_path"],
-                       None if cached else calibrate, options, plan["fp32_nodes"])
-        qdq_path = models_dir / INT8_DIR / f"{name}.qdq.onnx"
+        qdq_path = quantize_graph(name, plan["fp32_path"], models_dir / INT8_DIR, plan["cache_path"],
+                                  None if cached else calibrate, options, plan["fp32_nodes"])
+        trt_path = quantize_graph(name, plan["fp32_path"], models_dir / INT8_DIR, plan["cache_path"], None,
+                                  options, plan["fp32_nodes"], flavour="tensorrt")  # ranges from the cache
+        problems = tensorrt_qdq_problems(trt_path)
+        if problems:
+            raise QuantizeError(f"{trt_path}: not TensorRT-compatible Q/DQ: {'; '.join(problems[:3])}")
         macs = conv_macs(plan["fp32_path"], _feed_shapes(graph_feeds[0]))
         int8_macs = sum(v["macs"] for k, v in macs.items() if v["op"] == "Conv" and k not in plan["fp32_nodes"])
         all_macs = sum(v["macs"] for v in macs.values()) or 1
@@ -392,14 +433,19 @@ def quantize_models(models_dir: str | Path, calibration_dir: str | Path, options
                                          if k in ("QLinearConv", "Conv", "ConvTranspose", "QuantizeLinear",
                                                   "DequantizeLinear", "Transpose")},
             "validation": validate(plan["fp32_path"], qdq_path, holdout),
+            "tensorrt_file": f"{INT8_DIR}/{trt_path.name}",
+            "tensorrt_sha256": _sha256_file(trt_path),
+            "tensorrt_validation": validate(plan["fp32_path"], trt_path, holdout),
             "build_seconds": round(time.perf_counter() - started, 2),
         }
-        manifest["graphs"][name]["qdq_file"] = graphs_section[name]["file"]  # what engines/builder.py reads
+        # what engines/builder.py reads: TensorRT takes symmetric int8 Q/DQ only
+        manifest["graphs"][name]["qdq_file"] = graphs_section[name]["tensorrt_file"]
     section = {
         "tool": "onnxruntime.quantization.quantize_static",
         "format": "QDQ (QuantizeLinear/DequantizeLinear pairs, opset %s)" % manifest.get("opset", "?"),
         "weights": "int8, per output channel, symmetric (zero point 0)",
-        "activations": "uint8, per tensor, asymmetric",
+        "activations": "uint8, per tensor, asymmetric (onnxruntime file); int8, per tensor, symmetric "
+                       "(tensorrt_file, same calibrated ranges)",
         "calibration": {"set": str(Path(calibration_dir).resolve()), "fingerprint": fingerprint,
                         "items": total - HOLDOUT, "validation_items": HOLDOUT, "method": options.method,
                         "percentile": options.percentile if options.method == "percentile" else None,

@@ -47,13 +47,32 @@ def test_qdq_models_are_valid_and_fused_into_integer_kernels(int8):
         assert entry["cpu_kernels_after_fusion"].get("QLinearConv", 0) == entry["conv_int8"] > 0
 
 
+def test_tensorrt_flavour_is_symmetric_int8_with_the_same_ranges(int8):
+    """TensorRT takes int8 Q/DQ with zero point 0 only; the onnxruntime file (uint8 with zero
+    points) would be refused, which the check must see. Same calibrated ranges: the symmetric
+    file is about as close to fp32 as the onnxruntime one."""
+    from trt_restore.calibration.quantize import tensorrt_qdq_problems
+
+    root, section = int8
+    for graph in QUALITY_GRAPHS:
+        entry = section["graphs"][graph]
+        trt_path = root / entry["tensorrt_file"]
+        onnx.checker.check_model(str(trt_path))
+        assert tensorrt_qdq_problems(trt_path) == []
+        assert tensorrt_qdq_problems(root / entry["file"]), "uint8 zero points must be reported"
+        model = onnx.load(str(trt_path))
+        assert sum(n.op_type == "QuantizeLinear" for n in model.graph.node) > 0
+        ort_error, trt_error = entry["validation"]["rel_error"], entry["tensorrt_validation"]["rel_error"]
+        assert trt_error < max(3 * ort_error, 0.05)
+
+
 def test_manifest_records_per_graph_choices(int8):
     root, section = int8
     manifest = json.loads((root / "models.json").read_text())
     assert manifest["int8"]["calibration"]["method"] == "percentile"
     for graph in QUALITY_GRAPHS:
         entry = manifest["int8"]["graphs"][graph]
-        assert manifest["graphs"][graph]["qdq_file"] == entry["file"]  # what the TensorRT builder reads
+        assert manifest["graphs"][graph]["qdq_file"] == entry["tensorrt_file"]  # what the TensorRT builder reads
         assert {"file", "sha256", "tag"} <= set(manifest["graphs"][graph])  # existing keys intact
         assert "InstanceNormalization" in entry["kept_fp32"]["op_types"]
         assert entry["kept_fp32"]["nodes"], "boundary convs stay fp32"
