@@ -116,3 +116,19 @@ def test_plan_policy():
     assert plan_tiling("quality", 256, 256, "64", "4G").strip_rows == 16
     with pytest.raises(ValueError):
         plan_tiling("quality", 256, 256, "4", "4G")
+
+
+def test_untiled_estimate_covers_every_measured_untiled_run():
+    """--tile auto must tile before the budget is crossed: the estimate may not be below any
+    untiled peak RSS the tiling benchmark recorded (nor absurdly above it)."""
+    import json
+
+    from trt_restore.tiling.plan import untiled_peak_estimate
+
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "tiling.json"
+    runs = [r for r in json.loads(results.read_text())["runs"] if not r["tiled"] and "error" not in r]
+    assert runs
+    for r in runs:
+        height, width = r["size"] if "size" in r else (int((r["megapixels"] * 1e6 * 3 / 4) ** 0.5),) * 2
+        estimate = untiled_peak_estimate(r["mode"], height, width)
+        assert r["peak_rss_bytes"] <= estimate <= 1.6 * r["peak_rss_bytes"], (r["mode"], r["megapixels"])
