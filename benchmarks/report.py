@@ -6,6 +6,7 @@ from pathlib import Path
 
 GOALS = {
     "conv": ("fp32 conv throughput / fp32 GEMM peak", 0.75),
+    "torch": ("onnxruntime fp32 vs PyTorch eager", 1.0),
     "scratch": ("scratch 0.4 MP vs dense PyTorch", 3.0),
     "folder": ("folder end to end vs original's stage processes", 2.0),
     "int8": ("INT8 vs fp32 (onnxruntime, end to end)", 2.0),
@@ -90,21 +91,19 @@ def markdown(report: dict) -> str:
         lines.append("")
     lines += ["## Goals (ratios measured in this run)", "", "| goal | target | measured | met |", "|---|---|---|---|"]
     r = report.get("ratios", {})
-    for size, value in r.get("ort_fp32_mapping_conv_throughput_vs_gemm_peak", {}).items():
-        lines.append(f"| {GOALS['conv'][0]} (mapping, {size}) | ≥ {GOALS['conv'][1]:.2f} | {value:.2f} | "
-                     f"{'yes' if value >= GOALS['conv'][1] else 'no'} |")
-    for size, value in r.get("ort_fp32_vs_torch_fp32_speedup", {}).items():
-        lines.append(f"| onnxruntime fp32 vs PyTorch eager ({size}) | ≥ 1.00 | {value:.2f} | "
-                     f"{'yes' if value >= 1 else 'no'} |")
-    for config, value in r.get("scratch_speedup_vs_dense_torch", {}).items():
-        lines.append(f"| {GOALS['scratch'][0]}: {config} | ≥ {GOALS['scratch'][1]:.0f}x | {value:.2f}x | "
-                     f"{'yes' if value >= GOALS['scratch'][1] else 'no'} |")
-    for config, value in r.get("folder_speedup_vs_original_processes", {}).items():
-        lines.append(f"| {GOALS['folder'][0]}: {config} | ≥ {GOALS['folder'][1]:.0f}x | {value:.2f}x | "
-                     f"{'yes' if value >= GOALS['folder'][1] else 'no'} |")
-    for size, value in r.get("ort_int8_vs_ort_fp32_speedup", {}).items():
-        lines.append(f"| {GOALS['int8'][0]} ({size}) | ≥ {GOALS['int8'][1]:.0f}x | {value:.2f}x | "
-                     f"{'yes' if value >= GOALS['int8'][1] else 'no'} |")
+    rows = [  # (ratios key, goal key, label suffix, ratio or speed-up)
+        ("ort_fp32_mapping_conv_throughput_vs_gemm_peak", "conv", " (mapping, {})", False),
+        ("ort_fp32_vs_torch_fp32_speedup", "torch", " ({})", False),
+        ("scratch_speedup_vs_dense_torch", "scratch", ": {}", True),
+        ("folder_speedup_vs_original_processes", "folder", ": {}", True),
+        ("ort_int8_vs_ort_fp32_speedup", "int8", " ({})", True),
+    ]
+    for ratios_key, goal, suffix, speedup in rows:
+        label, target = GOALS[goal]
+        unit, target_text = ("x", f"{target:.0f}x") if speedup else ("", f"{target:.2f}")
+        for key, value in r.get(ratios_key, {}).items():
+            lines.append(f"| {label}{suffix.format(key)} | ≥ {target_text} | {value:.2f}{unit} | "
+                         f"{'yes' if value >= target else 'no'} |")
     lines += ["", "## INT8 kernels", "", report.get("int8_kernel_note", ""), ""]
     for graph, kernels in (report.get("int8_kernels") or {}).items():
         lines.append(f"- {graph}: {kernels}")
