@@ -319,6 +319,12 @@ def tensorrt_qdq_problems(path: Path) -> list[str]:
     return problems
 
 
+def _file_intact(models_dir: Path, entry: dict, file_key: str, sha_key: str) -> bool:
+    """The manifest entry names a file that exists with the recorded sha256."""
+    name = entry.get(file_key)
+    return bool(name) and (models_dir / name).is_file() and _sha256_file(models_dir / name) == entry.get(sha_key)
+
+
 def quantize_models(models_dir: str | Path, calibration_dir: str | Path, options: QuantizeOptions = QuantizeOptions(),
                     on_progress: Callable[[str, int, int], None] = lambda name, done, total: None) -> dict:
     """Build (or reuse) the Q/DQ model of every chosen graph; returns the manifest's int8 section."""
@@ -365,11 +371,9 @@ def quantize_models(models_dir: str | Path, calibration_dir: str | Path, options
                           "flavours": sorted(FLAVOURS)})
         cache_path = models_dir / CACHE_DIR / f"{name}.{cal_key[:16]}.json"
         entry = previous.get(name, {})
-        current = (not options.force and entry.get("build_key") == build_key and entry.get("file")
-                   and (models_dir / entry["file"]).is_file()
-                   and _sha256_file(models_dir / entry["file"]) == entry.get("sha256")
-                   and bool(entry.get("tensorrt_file")) and (models_dir / entry["tensorrt_file"]).is_file()
-                   and _sha256_file(models_dir / entry["tensorrt_file"]) == entry.get("tensorrt_sha256"))
+        current = (not options.force and entry.get("build_key") == build_key
+                   and _file_intact(models_dir, entry, "file", "sha256")
+                   and _file_intact(models_dir, entry, "tensorrt_file", "tensorrt_sha256"))
         plans[name] = {"fp32_path": fp32_path, "source_sha": source_sha, "fp32_nodes": fp32_nodes,
                        "cal_key": cal_key, "build_key": build_key, "cache_path": cache_path, "current": current}
 

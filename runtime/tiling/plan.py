@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from ..attention import DEFAULT_CHUNK_BYTES
 from .executor import ExecutorConfig
 
 DEFAULT_MAX_MEMORY = 4 << 30
@@ -35,8 +36,6 @@ UNTILED_BYTES_PER_PIXEL = {"quality": 2950, "scratch": 3800, "hr": 3800}
 
 def untiled_peak_estimate(mode: str, height: int, width: int) -> int:
     """Expected peak RSS in bytes of the untiled run (what --tile auto compares with the budget)."""
-    from ..attention import DEFAULT_CHUNK_BYTES
-
     per_pixel = UNTILED_BYTES_PER_PIXEL.get(mode, max(UNTILED_BYTES_PER_PIXEL.values()))
     return BASE_OVERHEAD + (DEFAULT_CHUNK_BYTES if mode != "quality" else 0) + per_pixel * height * width
 
