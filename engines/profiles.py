@@ -2,7 +2,7 @@
 
 Shapes follow from the photo sizes the engines must serve (`--max-size`, `--opt-size`, image
 pixels WxH) and from how the runtime feeds each graph (runtime/global_restoration.py):
-  - full-resolution graphs see the photo resized to the mode's multiple (4, 16 or 32);
+  - full-resolution graphs see the photo resized to the mode's multiple (4 or 16);
   - latent graphs see 1/4 of that (64 or 512 channels);
   - the detection UNet sees the photo scaled to short side 256 (sides multiples of 16), so its
     long side grows with the aspect ratio, up to `max_aspect`;
@@ -27,10 +27,10 @@ GRAPH_IO: dict[str, tuple[dict[str, tuple[int, float]], int]] = {
     "mapping_quality": ({"latent": (64, LATENT_SCALE)}, 4),
     "mapping_scratch_head": ({"latent": (64, LATENT_SCALE)}, 4),
     "mapping_scratch_tail": ({"x": (512, LATENT_SCALE), "attended": (512, LATENT_SCALE), "valid": (1, LATENT_SCALE)}, 4),
-    "mapping_hr_head": ({"latent": (64, LATENT_SCALE)}, 32),
-    "mapping_hr_step1": ({"z": (512, LATENT_SCALE), "composed": (512, LATENT_SCALE), "hole": (1, LATENT_SCALE)}, 32),
-    "mapping_hr_step2": ({"z": (512, LATENT_SCALE), "composed": (512, LATENT_SCALE), "hole": (1, LATENT_SCALE)}, 32),
-    "mapping_hr_tail": ({"z": (512, LATENT_SCALE), "composed": (512, LATENT_SCALE), "hole": (1, LATENT_SCALE)}, 32),
+    "mapping_hr_head": ({"latent": (64, LATENT_SCALE)}, 16),
+    "mapping_hr_step1": ({"z": (512, LATENT_SCALE), "composed": (512, LATENT_SCALE), "hole": (1, LATENT_SCALE)}, 16),
+    "mapping_hr_step2": ({"z": (512, LATENT_SCALE), "composed": (512, LATENT_SCALE), "hole": (1, LATENT_SCALE)}, 16),
+    "mapping_hr_tail": ({"z": (512, LATENT_SCALE), "composed": (512, LATENT_SCALE), "hole": (1, LATENT_SCALE)}, 16),
     "detection": ({"gray": (1, 1.0)}, 16),
     "face_256": ({"face": (3, 1.0)}, 256),
     "face_512": ({"face": (3, 1.0)}, 512),

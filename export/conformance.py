@@ -6,33 +6,17 @@ holds inputs, intermediates, outputs and a per-output tolerance in `meta`. Dispa
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
+from ..conformance.vectors import Comparison, UnknownKind, compare_tensor, discover, load_vector, tags_for
 from .checkpoints import load_network
 
-
-@dataclass
-class Comparison:
-    name: str
-    max_abs: float
-    tolerance: float
-
-    @property
-    def ok(self) -> bool:
-        return bool(np.isfinite(self.max_abs)) and self.max_abs <= self.tolerance
-
-    def __str__(self) -> str:
-        return f"{self.name}: max|diff| {self.max_abs:.3g} (tolerance {self.tolerance:g}) {'ok' if self.ok else 'FAIL'}"
-
-
-class UnknownKind(KeyError):
-    pass
+__all__ = ["Comparison", "UnknownKind", "NetworkCache", "KIND_RUNNERS", "discover", "load_vector", "run_vector",
+           "tags_for", "preprocessing_checks"]
 
 
 class NetworkCache:
@@ -46,17 +30,6 @@ class NetworkCache:
         if tag not in self._networks:
             self._networks[tag] = load_network(self.weights_root, tag)
         return self._networks[tag]
-
-
-def load_vector(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(str(z["meta"]))
-        arrays = {k: z[k] for k in z.files if k != "meta"}
-    return meta, arrays
-
-
-def discover(root: str | Path, folder: str = "vectors") -> list[Path]:
-    return sorted((Path(root) / folder).rglob("*.npz"))
 
 
 def _t(a: np.ndarray) -> torch.Tensor:
@@ -113,14 +86,6 @@ KIND_RUNNERS: dict[str, Callable] = {
 }
 
 
-def tags_for(meta: dict) -> list[str]:
-    """Checkpoints a vector needs (from its meta, so the synthetic release can be minimal)."""
-    tags = list(meta.get("tags", []))
-    if "vae_tag" in meta:
-        tags.append(meta["vae_tag"])
-    return sorted(set(tags))
-
-
 def preprocessing_checks(meta: dict, arrays: dict) -> list[Comparison]:
     """Rebuild `input`/`mask` of scratch and HR vectors from their `aux` arrays with the
     runtime's own preprocessing (dilation, hole painting, normalisation): must be exact."""
@@ -147,13 +112,6 @@ def run_vector(path: str | Path, nets: NetworkCache) -> tuple[dict, list[Compari
         raise UnknownKind(f"{path}: unknown vector kind {kind!r}; known: {', '.join(KIND_RUNNERS)}")
     with torch.inference_mode():
         produced = KIND_RUNNERS[kind](nets, arrays, meta)
-    comparisons = []
-    for name in meta["outputs"]:
-        if name not in produced:
-            comparisons.append(Comparison(name, float("inf"), meta["tolerance"][name]))
-            continue
-        got = produced[name].detach().cpu().numpy()
-        expected = arrays[name]
-        diff = float("inf") if got.shape != expected.shape else float(np.max(np.abs(got - expected)))
-        comparisons.append(Comparison(name, diff, float(meta["tolerance"][name])))
+    comparisons = [compare_tensor(name, produced[name].detach().cpu().numpy() if name in produced else None,
+                                  arrays[name], float(meta["tolerance"][name])) for name in meta["outputs"]]
     return meta, comparisons + preprocessing_checks(meta, arrays)

@@ -15,7 +15,7 @@ from .preprocess import dilate_mask, mask_to_network_input, output_to_u8, paint_
 from .scratch_detection import detect_scratches
 
 MODES = ("quality", "scratch", "hr")
-SIDE_MULTIPLE = {"quality": 4, "scratch": 16, "hr": 32}
+SIDE_MULTIPLE = {"quality": 4, "scratch": 16, "hr": 16}  # HR as the original: detection's multiples of 16
 
 
 @dataclass
@@ -70,31 +70,48 @@ class GlobalRestorer:
                 mask = dilate_mask(mask)
             painted = paint_holes(image, mask)
             lap("detection")
-        runner = self._runner()
-        latent = runner.run("vae_a_quality_encoder", {"image": runner.from_array(
-            to_network_input(painted if mask is not None else image))})["latent"]
-        lap("encode")
-        if self.mode == "quality":
-            mapped = runner.run("mapping_quality", {"latent": latent})["mapped"]
-        elif self.mode == "scratch":
-            mapped = self._scratch_mapping(runner, latent, mask_to_network_input(mask), lap)
-        else:
-            mapped = self._hr_mapping(runner, latent, mask_to_network_input(mask), lap)
-        lap("mapping")
-        decoder = "vae_b_quality_decoder" if self.mode == "quality" else "vae_b_scratch_decoder"
-        output = runner.to_array(runner.run(decoder, {"latent": mapped})["output"])
-        lap("decode")
+        runner = self.runner()
+        network_mask = mask_to_network_input(mask) if mask is not None else None
+        values = self.run_networks(runner, to_network_input(painted if mask is not None else image), network_mask, lap)
+        output = values["output"]
         restored = output_to_u8(output, stretch)
-        tensors = {"latent": runner.to_array(latent), "mapped": runner.to_array(mapped), "output": output}
+        tensors = {name: runner.to_array(values[name]) for name in ("latent", "mapped")}
+        tensors["output"] = output
         runner.close()
         return GlobalResult(restored, mask, painted, tensors, timings)
 
-    def _runner(self):
+    def run_networks(self, runner, network_input: np.ndarray, network_mask: np.ndarray | None = None,
+                     lap=None) -> dict:
+        """The mode's graph segments and attention from the network input (1,3,H,W in [-1, 1])
+        and, in the scratch modes, the mask (1,1,H,W, 0/1) to the tanh output (an array).
+
+        Returns the runner's values at the segment boundaries: latent, mapped, output, and in
+        scratch mode nl_in (the partial nonlocal block's input). The conformance check feeds the
+        reference vectors' own tensors here."""
+        lap = lap or (lambda name: None)
+        latent = runner.run("vae_a_quality_encoder", {"image": runner.from_array(network_input)})["latent"]
+        lap("encode")
+        values = {"latent": latent}
+        if self.mode == "quality":
+            mapped = runner.run("mapping_quality", {"latent": latent})["mapped"]
+        elif self.mode == "scratch":
+            mapped = self._scratch_mapping(runner, latent, network_mask, lap, values)
+        else:
+            mapped = self._hr_mapping(runner, latent, network_mask, lap)
+        lap("mapping")
+        decoder = "vae_b_quality_decoder" if self.mode == "quality" else "vae_b_scratch_decoder"
+        values["mapped"] = mapped
+        values["output"] = runner.to_array(runner.run(decoder, {"latent": mapped})["output"])
+        lap("decode")
+        return values
+
+    def runner(self):
         """How graph segments run: whole arrays here; strips in the tiled subclass."""
         return ArrayRunner(self.backend, self.chunk_bytes)
 
-    def _scratch_mapping(self, runner, latent, mask: np.ndarray, lap):
+    def _scratch_mapping(self, runner, latent, mask: np.ndarray, lap, values: dict):
         head = runner.run("mapping_scratch_head", {"latent": latent})
+        values["nl_in"] = head["x"]
         channels, h, w = runner.shape(head["x"])
         valid = attention.valid_positions(mask, h, w)
         lap("mapping")

@@ -133,7 +133,7 @@ def test_profiles_from_sizes():
     enc = {n: (lo, opt, hi) for n, lo, opt, hi in graph_profile("vae_a_quality_encoder", (1023, 767), (640, 480)).shapes}
     assert enc["image"] == ((1, 3, 4, 4), (1, 3, 480, 640), (1, 3, 1024, 1024))
     hr = {n: hi for n, _, _, hi in graph_profile("mapping_hr_step1", (1000, 1000), (512, 512)).shapes}
-    assert hr["z"] == (1, 512, 256, 256)  # sides rounded up to multiples of 32, then / 4
+    assert hr["z"] == (1, 512, 252, 252)  # sides rounded up to multiples of 16 (as the original), then / 4
     det = {n: (lo, opt, hi) for n, lo, opt, hi in graph_profile("detection", (4000, 3000), (1600, 1200)).shapes}
     assert det["gray"] == ((1, 1, 256, 256), (1, 1, 256, 336), (1, 1, 768, 768))  # 341.3 -> 336 (nearest)
     face = {n: (lo, opt, hi) for n, lo, opt, hi in graph_profile("face_512", (4000, 3000), (1600, 1200)).shapes}

@@ -93,17 +93,22 @@ def test_padded_strip_reads(pad):
         assert np.allclose(got, padded[:, start + 3:stop + 3]), (start, stop)
 
 
+@pytest.mark.parametrize("shape", [(16, 24), (28, 44), (21, 13)])
 @pytest.mark.parametrize("size", [8, 4, 2])
-def test_streamed_patch_match_equals_in_memory(size):
-    rng = np.random.default_rng(size)
-    x = rng.standard_normal((6, 16, 24)).astype(np.float32)
-    hole = (rng.random((16, 24)) > 0.5).astype(np.float32)
-    source = Frame(FrameStore(6, 16, 24, on_disk=True))
-    source.store.write(0, x)
-    target = Frame(FrameStore(6, 16, 24))
-    patch_match_frames(source, target, hole, size, query_chunk=3)
-    got = target.store.read(0, 16)
-    assert np.array_equal(got, attention.patch_match(x, hole, size))
+def test_streamed_patch_match_equals_in_memory(size, shape):
+    """Also at sides that are not multiples of the patch (margins 0 when there are holes)."""
+    h, w = shape
+    rng = np.random.default_rng(size + h)
+    x = rng.standard_normal((6, h, w)).astype(np.float32)
+    for hole in ((rng.random((h, w)) > 0.5).astype(np.float32), np.zeros((h, w), np.float32),
+                 np.ones((h, w), np.float32)):
+        source = Frame(FrameStore(6, h, w, on_disk=True))
+        source.store.write(0, x)
+        target = Frame(FrameStore(6, h, w))
+        target.store.write(0, np.full((6, h, w), np.nan, np.float32))  # every value must be written
+        patch_match_frames(source, target, hole, size, query_chunk=3)
+        got = target.store.read(0, h)
+        assert np.array_equal(got, attention.patch_match(x, hole, size))
 
 
 def test_plan_policy():

@@ -61,7 +61,9 @@ class ScratchMapping(nn.Module):
 
 class PatchAttentionMapping(nn.Module):
     """Entry + two residual blocks, patch attention at 8, 4, 2 with two residual blocks
-    between scales, then two residual blocks + exit. Latent sides must be multiples of 8."""
+    between scales, then two residual blocks + exit. Any latent size (the original runs HR at
+    multiples of 16, latent multiples of 4): patches that do not fit leave margins (see
+    patch_attention)."""
 
     PATCH_SIZES = (8, 4, 2)
 
@@ -76,9 +78,6 @@ class PatchAttentionMapping(nn.Module):
         self.after_NL = nn.Sequential(*residual_blocks(2), *exit_layers())
 
     def forward(self, latent, mask):
-        if latent.shape[2] % 8 or latent.shape[3] % 8:
-            raise ValueError(f"HR mapping needs latent sides that are multiples of 8 (image sides multiples "
-                             f"of 32), got latent {tuple(latent.shape[2:])}")
         x = self.NL_scale_1(self.before_NL(latent), mask)
         x = self.NL_scale_2(self.res_block_1(x), mask)
         x = self.NL_scale_3(self.res_block_2(x), mask)

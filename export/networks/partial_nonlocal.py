@@ -1,9 +1,11 @@
 """Partial nonlocal block of the scratch mapping: holes attend to the valid positions.
 
-Semantics (DESIGN.md): f = theta^T phi over all latent positions, softmax restricted to
-valid keys (the original multiplies the full softmax by the key mask and renormalises
-rows, which is the same thing), y = f g, then W and three residual blocks over *all*
-positions (InstanceNorm statistics are global), and only hole positions take the result.
+Semantics (DESIGN.md): f = theta^T phi over all latent positions, softmax over ALL keys,
+multiplied by the valid-key mask, rows L1-renormalised with eps 1e-12 (F.normalize), y = f g,
+then W and three residual blocks over *all* positions (InstanceNorm statistics are global),
+and only hole positions take the result. The renormalisation is not a restricted softmax: a
+row whose valid keys hold less than 1e-12 of the full softmax is attenuated (to 0 on
+underflow), so it is computed here exactly as the original does, a chunk of rows at a time.
 """
 from __future__ import annotations
 
@@ -29,18 +31,16 @@ def valid_positions(mask: torch.Tensor, height: int, width: int) -> torch.Tensor
 
 def masked_attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                      key_valid: torch.Tensor, chunk: int = QUERY_CHUNK) -> torch.Tensor:
-    """softmax over valid keys of q.k (no scaling), applied to values; rows with no valid
-    key give 0 (as the original's renormalisation 0/eps does).
+    """normalize_L1(softmax(q.k over all keys) * valid, eps=1e-12) @ values, as the original
+    (no scaling); rows with no valid key give 0. Rows go in chunks of `chunk` queries, so the
+    logits buffer is chunk x N instead of the original's N x N.
 
     queries (N, C), keys (C, N), values (N, C), key_valid (N,) bool -> (N, C)."""
-    keys = keys[:, key_valid]
-    values = values[key_valid]
-    if values.shape[0] == 0:
-        return torch.zeros_like(queries)
+    weight = key_valid.to(queries.dtype)[None, :]
     rows = []
     for start in range(0, queries.shape[0], chunk):
-        logits = queries[start:start + chunk] @ keys
-        rows.append(torch.softmax(logits, dim=1) @ values)
+        p = torch.softmax(queries[start:start + chunk] @ keys, dim=1) * weight
+        rows.append(F.normalize(p, p=1.0, dim=1, eps=1e-12) @ values)
     return torch.cat(rows, dim=0)
 
 
@@ -56,7 +56,7 @@ class PartialNonLocalBlock(nn.Module):
         self.res_block = nn.Sequential(*(ResidualBlock(channels) for _ in range(3)))
 
     def attend(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """y = softmax_valid(theta^T phi) g, per batch item, shaped like x."""
+        """y = normalize_L1(softmax(theta^T phi) * valid) g, per batch item, shaped like x."""
         batch, channels, height, width = x.shape
         theta = self.theta(x).flatten(2)
         phi = self.phi(x).flatten(2)

@@ -2,7 +2,9 @@
 
 Latent patches (p x p) that are mostly hole (mean of the binarised mask > 0.6) are
 replaced by the most similar (cosine) non-hole patch; the result is concatenated with
-the block input and the mask and fused by a 3x3 conv (`F_Combine`).
+the block input and the mask and fused by a 3x3 conv (`F_Combine`). Only whole patches
+take part (F.unfold); when a scale has hole patches, the original's F.fold leaves the
+bottom/right margins that no whole patch covers at 0 in the composed features.
 """
 from __future__ import annotations
 
@@ -22,16 +24,22 @@ def binarised_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def to_patches(x: torch.Tensor, size: int) -> torch.Tensor:
-    """(B,C,H,W) -> (B, L, C*size*size), patches in row-major order, features (c, i, j)."""
+    """(B,C,H,W) -> (B, L, C*size*size): the whole patches in row-major order, features (c, i, j).
+
+    Like the original's F.unfold: a bottom/right margin narrower than a patch is in no patch."""
     b, c, h, w = x.shape
-    x = x.reshape(b, c, h // size, size, w // size, size)
-    return x.permute(0, 2, 4, 1, 3, 5).reshape(b, (h // size) * (w // size), c * size * size)
+    rows, cols = h // size, w // size
+    x = x[:, :, :rows * size, :cols * size].reshape(b, c, rows, size, cols, size)
+    return x.permute(0, 2, 4, 1, 3, 5).reshape(b, rows * cols, c * size * size)
 
 
 def from_patches(patches: torch.Tensor, channels: int, height: int, width: int, size: int) -> torch.Tensor:
+    """Like the original's F.fold(output_size=(height, width)): uncovered margins are 0."""
     b = patches.shape[0]
-    x = patches.reshape(b, height // size, width // size, channels, size, size)
-    return x.permute(0, 3, 1, 4, 2, 5).reshape(b, channels, height, width)
+    rows, cols = height // size, width // size
+    x = patches.reshape(b, rows, cols, channels, size, size).permute(0, 3, 1, 4, 2, 5)
+    x = x.reshape(b, channels, rows * size, cols * size)
+    return F.pad(x, (0, width - cols * size, 0, height - rows * size))
 
 
 def copy_best_patches(patches: torch.Tensor, is_hole: torch.Tensor) -> torch.Tensor:
@@ -66,7 +74,10 @@ class PatchAttentionBlock(nn.Module):
         hole = binarised_mask(mask, h, w)
         # the original selects hole patches from the first batch item's mask for the whole batch
         is_hole = F.avg_pool2d(hole[:1], self.patch_size).flatten() > HOLE_FRACTION
-        patches = to_patches(x, self.patch_size)
-        composed = torch.stack([copy_best_patches(patches[i], is_hole) for i in range(b)])
-        composed = from_patches(composed, c, h, w, self.patch_size)
+        if not bool(is_hole.any()):  # the original skips the fold: x passes whole
+            composed = x
+        else:
+            patches = to_patches(x, self.patch_size)
+            composed = torch.stack([copy_best_patches(patches[i], is_hole) for i in range(b)])
+            composed = from_patches(composed, c, h, w, self.patch_size)
         return self.F_Combine(torch.cat((z, composed, hole), dim=1))

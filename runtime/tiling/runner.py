@@ -83,5 +83,5 @@ class TiledGlobalRestorer(GlobalRestorer):
             raise RuntimeError(f"backend {backend.name} cannot run per-layer graphs (tiling)")
         self.config = config or ExecutorConfig()
 
-    def _runner(self):
+    def runner(self):
         return FrameRunner(self.backend, self.config)
