@@ -65,7 +65,7 @@ class TorchGlobalRestorer:
             mapped = mapping(latent)
             mask = painted = None
         else:
-            image = resize_to_multiple(image_u8, 32 if self.mode == "hr" else 16, "bicubic")
+            image = resize_to_multiple(image_u8, 16, "bicubic")  # HR too: the original runs detection's multiples of 16
             mask = detect_scratches(self.nets["detection"], image) if mask is None else prepare_user_mask(mask, image)
             if self.mode == "hr":
                 mask = dilate_mask(mask)
