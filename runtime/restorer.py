@@ -13,8 +13,10 @@ import numpy as np
 
 from .backends import create_backend
 from .global_restoration import MODES, GlobalRestorer, GlobalResult
+from .preprocess import check_aspect
 from .tiling.plan import plan_tiling
 
+OUTPUT_SIZES = ("input", "network")
 DEFAULT_MODELS = Path(os.environ.get("TRT_RESTORE_MODELS", "~/.cache/trt-restore/models")).expanduser()
 MIN_SIDE = {"quality": 16, "scratch": 16, "hr": 32}
 
@@ -56,14 +58,21 @@ class Restorer:
     detector. `face_note` says whether the face stage is on and why.
     precision: "fp32", "fp16" or "int8" (None: fp16 on TensorRT, fp32 on onnxruntime; int8 on
     onnxruntime runs the Q/DQ models of `trt-restore quantize`).
+    output_size: "input" (default: the output, and every stage image, gets the photo's exact
+    size back; Lanczos, masks nearest) or "network" (the original's behaviour: sides rounded to
+    the mode's multiple, which changes the aspect by up to ~2.5%; benchmarks/results/output_size.md).
     """
 
     def __init__(self, models: str | Path = DEFAULT_MODELS, backend: str = "auto", mode: str = "quality",
                  threads: int | None = None, stretch: bool = False, tile: str | int = "auto",
                  max_memory: str | int = "4G", faces: bool | None = None, face_detector: str | None = None,
-                 face_detector_model: str | Path | None = None, precision: str | None = None):
+                 face_detector_model: str | Path | None = None, precision: str | None = None,
+                 output_size: str = "input"):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if output_size not in OUTPUT_SIZES:
+            raise ValueError(f"output_size must be one of {OUTPUT_SIZES}, got {output_size!r}")
+        self.output_size = output_size
         self.mode = mode
         self.stretch = stretch
         self.backend = create_backend(backend, models, threads=threads, precision=precision)
@@ -80,7 +89,7 @@ class Restorer:
                                                        face_detector_model, threads)
 
     def restore(self, image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        """HxWx3 uint8 in, restored HxWx3 uint8 out (sides rounded as the original does)."""
+        """HxWx3 uint8 in, restored HxWx3 uint8 out (the input's size unless output_size="network")."""
         return self.restore_with_stages(image, mask).restored
 
     def restore_with_stages(self, image: np.ndarray, mask: np.ndarray | None = None) -> RestoreResult:
@@ -91,8 +100,12 @@ class Restorer:
         if min(image.shape[:2]) < smallest:
             raise ValueError(f"image {image.shape[1]}x{image.shape[0]} is too small for {self.mode} mode "
                              f"(sides must be at least {smallest} px)")
+        check_aspect(*image.shape[:2])  # extreme strips: refused before any stage allocates
         result = self._global_for(image).restore(image, stretch=self.stretch, mask=mask)
-        return self._enhance_faces(result, image)
+        staged = self._enhance_faces(result, image)
+        if self.output_size == "input":
+            _resize_back(staged, image.shape[:2])
+        return staged
 
     def _enhance_faces(self, result: GlobalResult, image: np.ndarray) -> RestoreResult:
         """Stages 2-4 on the restored photo; gray photos keep gray faces."""
@@ -114,3 +127,16 @@ class Restorer:
         from .tiling.runner import TiledGlobalRestorer
 
         return TiledGlobalRestorer(self.backend, self.mode, config)
+
+
+def _resize_back(result: RestoreResult, size: tuple[int, int]) -> None:
+    """Give every stage image the photo's own size (the networks ran at a side multiple)."""
+    from PIL import Image
+
+    height, width = size
+    for name in ("restored", "global_restored", "painted", "mask"):
+        array = getattr(result, name)
+        if array is None or array.shape[:2] == (height, width):
+            continue
+        method = Image.NEAREST if name == "mask" else Image.LANCZOS
+        setattr(result, name, np.asarray(Image.fromarray(array).resize((width, height), method)))
