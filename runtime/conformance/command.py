@@ -123,12 +123,32 @@ class Workspace:
                                  f"weights ({tag}); conformance needs graphs of those weights")
 
 
-def _network_backend(name: str, models: Path, precision: str, threads: int | None):
+def _network_backend(name: str, models: Path, precision: str, threads: int | None, metas: dict):
     from ..backends import create_backend
 
     if name == "trt":
+        _ensure_engines(models, precision, metas)
         return create_backend("trt", models, precision=precision)
     return create_backend("ort", models, threads=threads, precision=precision)
+
+
+def _ensure_engines(models: Path, precision: str, metas: dict) -> None:
+    """Build (or reuse from the engine cache) the engines the vectors need, sized to cover them."""
+    try:
+        from ..engines.builder import BuildOptions, build_engines, describe_unavailable
+    except ImportError as err:
+        raise UsageError(f"the TensorRT engine builder is unavailable: {err}") from None
+    reason = describe_unavailable()
+    if reason:
+        raise RuntimeError(f"TensorRT backend unavailable: {reason}")
+    graphs = sorted(set().union(*(graphs_for(m["kind"]) for m in metas.values())))
+    height = max(int(m["H"]) for m in metas.values() if "H" in m)
+    width = max(int(m["W"]) for m in metas.values() if "W" in m)
+    side = max(height, width, 512)
+    report = build_engines(BuildOptions(models, precision=precision, max_size=(side, side), opt_size=(width, height),
+                                        graphs=tuple(graphs)), on_event=_log)
+    if report.failed:
+        raise UsageError("engines could not be built: " + "; ".join(f"{g}: {e}" for g, e in report.failed.items()))
 
 
 def run_conformance(reference: Path, backends: list[str], precision: str = "fp32", work_dir: Path | None = None,
@@ -179,7 +199,7 @@ def run_conformance(reference: Path, backends: list[str], precision: str = "fp32
                     raise UsageError("the PyTorch reference runs fp32 only")
                 _run_pytorch(workspace, metas, report)
             else:
-                backend = _network_backend("trt" if name == "trt" else "ort", workspace.models, precision, threads)
+                backend = _network_backend("trt" if name == "trt" else "ort", workspace.models, precision, threads, metas)
                 tile = tile_rows if name == "ort-tiled" else None
                 for path, meta in metas.items():
                     if tile is not None and meta["kind"] not in TILED_KINDS:
