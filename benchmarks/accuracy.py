@@ -19,6 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from trt_restore.backends.base import Backend
+
 MODES = ("quality", "scratch", "hr")
 
 
@@ -42,7 +44,7 @@ def rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(b.astype(np.float64) - a) / max(np.linalg.norm(a.astype(np.float64)), 1e-12))
 
 
-class QdqBackend:
+class QdqBackend(Backend):
     """Runs the Q/DQ model of every graph that has one, whatever the runtime's per-graph choice
     (so the table can show why a graph is kept fp32); `recommended` = the runtime's INT8 graphs."""
 

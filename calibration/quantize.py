@@ -31,6 +31,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..backends.base import Backend
 from .dataset import CalibrationSet
 from .graph_stats import conv_macs, op_counts, optimized_op_counts
 
@@ -79,18 +80,24 @@ class QuantizeOptions:
 
 # ---- feeds ---------------------------------------------------------------------------------
 
-class RecordingBackend:
+class RecordingBackend(Backend):
     """Wraps a backend and keeps a copy of the inputs of every call, per graph, tagged with the
     calibration item being processed (`item`): a graph may run several times per item (the
     encoder in every mode), and calibration/validation are split by item."""
 
-    def __init__(self, backend, wanted: set[str]):
+    def __init__(self, backend: Backend, wanted: set[str]):
         self.backend = backend
         self.wanted = wanted
         self.item = 0
         self.feeds: dict[str, list[tuple[int, dict[str, np.ndarray]]]] = {}
-        self.store = getattr(backend, "store", None)
-        self.name = getattr(backend, "name", "recording")
+        self.store = backend.store
+        self.name = backend.name
+
+    def masked_attention(self, *args, **kwargs) -> np.ndarray:
+        return self.backend.masked_attention(*args, **kwargs)
+
+    def patch_match(self, *args, **kwargs) -> np.ndarray:
+        return self.backend.patch_match(*args, **kwargs)
 
     def run(self, graph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if graph in self.wanted:

@@ -118,9 +118,8 @@ class GlobalRestorer:
         flat = {name: runner.to_array(head[name])[0].reshape(channels, -1) for name in ("theta", "phi", "g")}
         for name in ("theta", "phi", "g"):
             runner.release(head[name])
-        attend = getattr(self.backend, "masked_attention", attention.masked_attention)  # GPU kernel under TensorRT
-        attended = attend(flat["theta"], flat["phi"], flat["g"], valid.reshape(-1) > 0.5,
-                          self.chunk_bytes).reshape(1, channels, h, w)
+        attended = self.backend.masked_attention(flat["theta"], flat["phi"], flat["g"], valid.reshape(-1) > 0.5,
+                                                 self.chunk_bytes).reshape(1, channels, h, w)
         del flat
         lap("attention")
         inputs = {"x": head["x"], "attended": runner.from_array(attended), "valid": runner.from_array(valid)}
@@ -167,8 +166,7 @@ class ArrayRunner:
         return array
 
     def patch_match(self, x, hole: np.ndarray, size: int):
-        match = getattr(self.backend, "patch_match", attention.patch_match)  # GPU kernel under TensorRT
-        return match(x[0], hole, size, self.chunk_bytes)[None]
+        return self.backend.patch_match(x[0], hole, size, self.chunk_bytes)[None]
 
     def release(self, value) -> None:
         pass

@@ -76,7 +76,7 @@ class Restorer:
         self.mode = mode
         self.stretch = stretch
         self.backend = create_backend(backend, models, threads=threads, precision=precision)
-        missing = self.backend.store.missing_for(mode) if hasattr(self.backend, "store") else []
+        missing = self.backend.store.missing_for(mode) if self.backend.store is not None else []
         if missing:
             raise FileNotFoundError(f"{models}: models for {mode} mode missing: {', '.join(missing)} "
                                     f"(run `trt-restore export`)")

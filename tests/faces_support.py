@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from conftest import reference_root
+from trt_restore.backends.base import Backend
 from trt_restore.faces.detectors.base import Detection
 from trt_restore.faces.geometry import five_points
 
@@ -47,7 +48,7 @@ class FakeDetector:
         return "fake detector"
 
 
-class IdentityBackend:
+class IdentityBackend(Backend):
     """A backend whose face graphs return their input (enhancement = identity)."""
 
     name = "identity"

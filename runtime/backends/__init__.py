@@ -6,19 +6,10 @@ backends are interchangeable.
 from __future__ import annotations
 
 import os
-from typing import Protocol
 
-import numpy as np
+from .base import Backend, BackendUnsupported
 
-
-class Backend(Protocol):
-    name: str
-
-    def run(self, graph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run `graph` on float32 NCHW inputs; returns its outputs by name."""
-
-    def describe(self) -> str:
-        """One line for logs and `doctor`."""
+__all__ = ["Backend", "BackendUnsupported", "create_backend"]
 
 
 def create_backend(kind: str, models_dir, threads: int | None = None, precision: str | None = None) -> Backend:

@@ -23,12 +23,14 @@ import threading
 import numpy as np
 
 from ..model_store import ModelStore, ModelStoreError
+from .base import Backend
 
 PRECISIONS = ("fp32", "int8")
 
 
-class OrtBackend:
+class OrtBackend(Backend):
     name = "ort"
+    runs_layers = True
 
     def __init__(self, models_dir, threads: int | None = None, precision: str = "fp32",
                  spinning: bool | None = None):

@@ -20,7 +20,7 @@ class FacesUnavailable(FileNotFoundError):
 def missing_graph(backend, mode: str) -> str | None:
     """Why the mode's face generator cannot run on `backend`, or None when it can."""
     graph = GRAPH_FOR_SIZE[CROP_SIZE[mode]]
-    store = getattr(backend, "store", None)
+    store = backend.store
     if store is None:
         return None
     try:
@@ -41,7 +41,7 @@ def build_face_stage(backend, mode: str, faces: bool | None = None, detector: st
     problem = missing_graph(backend, mode)
     chosen = None
     if problem is None:
-        models_dir = getattr(getattr(backend, "store", None), "root", None)
+        models_dir = backend.store.root if backend.store is not None else None
         try:
             if detector in (None, "auto"):
                 chosen = default_detector(models_dir, threads)

@@ -79,8 +79,10 @@ class TiledGlobalRestorer(GlobalRestorer):
 
     def __init__(self, backend, mode: str = "quality", config: ExecutorConfig | None = None, **kwargs):
         super().__init__(backend, mode, **kwargs)
-        if not hasattr(backend, "run_layer"):
-            raise RuntimeError(f"backend {backend.name} cannot run per-layer graphs (tiling)")
+        if not backend.runs_layers:
+            from ..backends import BackendUnsupported
+
+            raise BackendUnsupported(f"backend {backend.name} cannot run per-layer graphs (tiling)")
         self.config = config or ExecutorConfig()
 
     def runner(self):

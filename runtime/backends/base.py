@@ -1,0 +1,49 @@
+"""The one contract every inference backend fulfils, with the CPU defaults.
+
+The pipeline calls exactly these members and nothing else, so a backend that lacks a piece
+fails where it is defined, not with a runtime surprise on the one machine nobody here has.
+The attention steps default to the runtime's numpy implementations (the original's
+semantics, memory linear in N); a GPU backend overrides them with its kernels.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import attention
+
+
+class BackendUnsupported(RuntimeError):
+    """A backend was asked for something it cannot do (e.g. per-layer graphs for tiling)."""
+
+
+class Backend:
+    """run / run_layer / masked_attention / patch_match / store / describe / fallback_reason / close."""
+
+    name: str = "backend"
+    store = None  # ModelStore of the models folder, or None for stand-ins that have none
+    fallback_reason: str | None = None  # set by create_backend("auto") when TensorRT was not used
+    runs_layers: bool = False  # per-layer graphs available, so the tiled executor can use it
+
+    def run(self, graph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run `graph` on float32 NCHW inputs; returns its outputs by name."""
+        raise NotImplementedError(f"{type(self).__name__}.run")
+
+    def run_layer(self, layer: str, x: np.ndarray) -> np.ndarray:
+        """One per-layer graph of the tiled executor on one strip (runs_layers backends)."""
+        raise BackendUnsupported(f"backend {self.name} cannot run per-layer graphs (tiling)")
+
+    def masked_attention(self, theta: np.ndarray, phi: np.ndarray, g: np.ndarray, key_valid: np.ndarray,
+                         chunk_bytes: int | None = None) -> np.ndarray:
+        """The partial nonlocal attention, (C, N) arrays in and out (runtime/attention.py)."""
+        return attention.masked_attention(theta, phi, g, key_valid, chunk_bytes or attention.DEFAULT_CHUNK_BYTES)
+
+    def patch_match(self, x: np.ndarray, hole: np.ndarray, size: int, chunk_bytes: int | None = None) -> np.ndarray:
+        """The HR patch match, x (C, H, W), hole (H, W) (runtime/attention.py)."""
+        return attention.patch_match(x, hole, size, chunk_bytes or attention.DEFAULT_CHUNK_BYTES)
+
+    def describe(self) -> str:
+        """One line for logs and `doctor`."""
+        return self.name
+
+    def close(self) -> None:
+        """Release sessions, engines and device buffers (a no-op by default)."""
