@@ -90,3 +90,19 @@ def test_auto_backend_says_why_tensorrt_was_not_used(exported_models):
     assert isinstance(backend, OrtBackend)
     assert backend.fallback_reason.startswith("TensorRT not used")
     assert OrtBackend(exported_models, threads=1).fallback_reason is None
+
+
+def test_options_are_frozen_and_chosen_through_the_registry(exported_models, monkeypatch):
+    import dataclasses
+
+    from trt_restore.backends import REGISTRY, OrtOptions, TrtOptions
+
+    assert set(REGISTRY) == {"ort", "trt"} and REGISTRY["ort"][0] is OrtOptions and REGISTRY["trt"][0] is TrtOptions
+    options = OrtOptions(threads=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.threads = 2
+    with pytest.raises(ValueError, match="precision"):
+        TrtOptions(precision="fp64")
+    monkeypatch.setenv("TRT_RESTORE_PRECISION", "int8")  # the library never reads the environment
+    backend = create_backend("ort", exported_models, ort=dataclasses.replace(options, spinning=True))
+    assert backend.precision == "fp32" and backend.spinning and backend.threads == 1

@@ -10,7 +10,7 @@ the per-layer graphs of tiled execution, run in fp32.
 
 Tuning (measured with onnxruntime's profiler, benchmarks/README.md): the kernels are large
 (convolutions of tens to hundreds of milliseconds), so idle intra-op threads do not spin
-(`spinning=False`; TRT_RESTORE_ORT_SPINNING=1 switches it back on): with other processes on
+(`spinning=False`, `OrtOptions(spinning=True)` switches it back on): with other processes on
 the cores that was 10-25% faster per graph, and there is little for spinning to win between
 kernels this long. Full graph optimisation (NCHWc layouts for fp32 convolutions, Q/DQ fusion
 into QLinearConv) beat the extended level.
@@ -32,8 +32,7 @@ class OrtBackend(Backend):
     name = "ort"
     runs_layers = True
 
-    def __init__(self, models_dir, threads: int | None = None, precision: str = "fp32",
-                 spinning: bool | None = None):
+    def __init__(self, models_dir, threads: int | None = None, precision: str = "fp32", spinning: bool = False):
         import onnxruntime as ort
 
         if precision not in PRECISIONS:
@@ -42,7 +41,7 @@ class OrtBackend(Backend):
         self.store = models_dir if isinstance(models_dir, ModelStore) else ModelStore.open(models_dir)
         self.threads = threads or len(os.sched_getaffinity(0))
         self.precision = precision
-        self.spinning = os.environ.get("TRT_RESTORE_ORT_SPINNING", "0") == "1" if spinning is None else spinning
+        self.spinning = bool(spinning)
         int8 = self.store.manifest.get("int8", {}).get("graphs", {}) if precision == "int8" else {}
         # graphs whose Q/DQ model the quantizer recommends (`precision`; the others stay fp32)
         self._int8 = {g: e for g, e in int8.items() if e.get("precision", "int8") == "int8" and e.get("file")}
