@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from trt_restore.global_restoration import SIDE_MULTIPLE
+from trt_restore.modes import SPECS
 from trt_restore.io import read_image
 from trt_restore.preprocess import resize_to_multiple
 
@@ -34,12 +34,13 @@ def main() -> None:
     rows = ["| mode (multiple) | input HxW | network HxW | aspect change | " + " | ".join(
         f"back, {name} (dB)" for name in BACK) + " |", "|---|---|---|---|" + "---|" * len(BACK)]
     seen = set()
-    for mode, multiple in SIDE_MULTIPLE.items():
-        method = "bilinear" if mode == "quality" else "bicubic"
+    for mode, spec in SPECS.items():
+        multiple, method = spec.side_multiple, spec.resize_method
         if (multiple, method) in seen:  # HR rounds like scratch mode
             continue
         seen.add((multiple, method))
-        mode = "scratch, hr" if mode == "scratch" and SIDE_MULTIPLE.get("hr") == multiple else mode
+        same = [m for m, s in SPECS.items() if (s.side_multiple, s.resize_method) == (multiple, method)]
+        mode = ", ".join(same)
         for height, width in SIZES:
             image = photo(height, width)
             net = resize_to_multiple(image, multiple, method)

@@ -32,6 +32,7 @@ from typing import Callable
 import numpy as np
 
 from ..backends.base import Backend
+from ..modes import DETECTOR, SPECS
 from .dataset import CalibrationSet
 from .graph_stats import conv_macs, op_counts, optimized_op_counts
 
@@ -39,15 +40,19 @@ QUANTIZER_VERSION = 1
 INT8_DIR = "int8"
 CACHE_DIR = "int8/cache"
 HOLDOUT = 2  # last calibration items: validation only
-GLOBAL_GRAPHS = ("vae_a_quality_encoder", "mapping_quality", "vae_b_quality_decoder", "detection",
-                 "mapping_scratch_head", "mapping_scratch_tail", "vae_b_scratch_decoder", "mapping_hr_head",
-                 "mapping_hr_step1", "mapping_hr_step2", "mapping_hr_tail")
-MODE_OF_GRAPH = {
-    "vae_a_quality_encoder": "quality", "mapping_quality": "quality", "vae_b_quality_decoder": "quality",
-    "detection": "detection", "mapping_scratch_head": "scratch", "mapping_scratch_tail": "scratch",
-    "vae_b_scratch_decoder": "scratch", "mapping_hr_head": "hr", "mapping_hr_step1": "hr",
-    "mapping_hr_step2": "hr", "mapping_hr_tail": "hr",
-}
+
+
+def _mode_of_graph() -> dict[str, str]:
+    """graph -> the first mode that runs it (detection on its own): which pipeline records its inputs."""
+    table = {DETECTOR: "detection"}
+    for mode, spec in SPECS.items():
+        for graph in spec.graphs:
+            table.setdefault(graph, mode)
+    return table
+
+
+MODE_OF_GRAPH = _mode_of_graph()
+GLOBAL_GRAPHS = tuple(MODE_OF_GRAPH)
 IMAGE_INPUTS = ("image", "gray")
 
 

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from ..preprocess import (dilate_mask, detection_size, mask_to_network_input, output_to_u8, paint_holes,
                           resize_to_multiple, to_gray, to_network_input)
 from ..global_restoration import prepare_user_mask
+from ..modes import MODES, mode_spec
 from .checkpoints import load_network
 
-MODES = ("quality", "scratch", "hr")
 SCRATCH_THRESHOLD = 0.4
 TAGS = {
     "quality": ("VAE_A_quality", "mapping_quality", "VAE_B_quality"),
@@ -59,15 +59,15 @@ class TorchGlobalRestorer:
     @torch.inference_mode()
     def restore(self, image_u8: np.ndarray, stretch: bool = False, mask: np.ndarray | None = None) -> GlobalResult:
         encoder, mapping, decoder = (self.nets[t] for t in TAGS[self.mode][:3])
-        if self.mode == "quality":
-            image = resize_to_multiple(image_u8, 4, "bilinear")
+        spec = mode_spec(self.mode)
+        image = resize_to_multiple(image_u8, spec.side_multiple, spec.resize_method)
+        if not spec.detects_scratches:
             latent = encoder.encode(torch.from_numpy(to_network_input(image)))
             mapped = mapping(latent)
             mask = painted = None
         else:
-            image = resize_to_multiple(image_u8, 16, "bicubic")  # HR too: the original runs detection's multiples of 16
             mask = detect_scratches(self.nets["detection"], image) if mask is None else prepare_user_mask(mask, image)
-            if self.mode == "hr":
+            if spec.dilates_mask:
                 mask = dilate_mask(mask)
             painted = paint_holes(image, mask)
             latent = encoder.encode(torch.from_numpy(to_network_input(painted)))

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import attention
+from .modes import ENCODER, MODES, mode_spec
 from .preprocess import dilate_mask, mask_to_network_input, output_to_u8, paint_holes, resize_to_multiple, to_network_input
 from .scratch_detection import detect_scratches
 
-MODES = ("quality", "scratch", "hr")
-SIDE_MULTIPLE = {"quality": 4, "scratch": 16, "hr": 16}  # HR as the original: detection's multiples of 16
+__all__ = ["MODES", "GlobalRestorer", "GlobalResult", "ArrayRunner", "prepare_user_mask"]
 
 
 @dataclass
@@ -43,8 +43,7 @@ class GlobalRestorer:
     """Runs one mode's graph segments on a backend; stateless between photos."""
 
     def __init__(self, backend, mode: str = "quality", chunk_bytes: int = attention.DEFAULT_CHUNK_BYTES):
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.spec = mode_spec(mode)
         self.backend = backend
         self.mode = mode
         self.chunk_bytes = chunk_bytes
@@ -61,12 +60,11 @@ class GlobalRestorer:
             timings[name] = timings.get(name, 0.0) + now - clock
             clock = now
 
-        method = "bilinear" if self.mode == "quality" else "bicubic"
-        image = resize_to_multiple(image_u8, SIDE_MULTIPLE[self.mode], method)
+        image = resize_to_multiple(image_u8, self.spec.side_multiple, self.spec.resize_method)
         user_mask, mask, painted = mask, None, None
-        if self.mode != "quality":
+        if self.spec.detects_scratches:
             mask = detect_scratches(self.backend, image)[0] if user_mask is None else prepare_user_mask(user_mask, image)
-            if self.mode == "hr":
+            if self.spec.dilates_mask:
                 mask = dilate_mask(mask)
             painted = paint_holes(image, mask)
             lap("detection")
@@ -89,25 +87,24 @@ class GlobalRestorer:
         scratch mode nl_in (the partial nonlocal block's input). The conformance check feeds the
         reference vectors' own tensors here."""
         lap = lap or (lambda name: None)
-        latent = runner.run("vae_a_quality_encoder", {"image": runner.from_array(network_input)})["latent"]
+        latent = runner.run(ENCODER, {"image": runner.from_array(network_input)})["latent"]
         lap("encode")
         values = {"latent": latent}
-        if self.mode == "quality":
-            mapped = runner.run("mapping_quality", {"latent": latent})["mapped"]
-        elif self.mode == "scratch":
-            mapped = self._scratch_mapping(runner, latent, network_mask, lap, values)
-        else:
-            mapped = self._hr_mapping(runner, latent, network_mask, lap)
+        mapping = {None: self._plain_mapping, "nonlocal": self._scratch_mapping, "patch": self._hr_mapping}
+        mapped = mapping[self.spec.attention](runner, latent, network_mask, lap, values)
         lap("mapping")
-        decoder = "vae_b_quality_decoder" if self.mode == "quality" else "vae_b_scratch_decoder"
         values["mapped"] = mapped
-        values["output"] = runner.to_array(runner.run(decoder, {"latent": mapped})["output"])
+        values["output"] = runner.to_array(runner.run(self.spec.decoder, {"latent": mapped})["output"])
         lap("decode")
         return values
 
     def runner(self):
         """How graph segments run: whole arrays here; strips in the tiled subclass."""
         return ArrayRunner(self.backend, self.chunk_bytes)
+
+    def _plain_mapping(self, runner, latent, mask, lap, values: dict):
+        (graph,) = self.spec.mapping
+        return runner.run(graph, {"latent": latent})["mapped"]
 
     def _scratch_mapping(self, runner, latent, mask: np.ndarray, lap, values: dict):
         head = runner.run("mapping_scratch_head", {"latent": latent})
@@ -125,7 +122,7 @@ class GlobalRestorer:
         inputs = {"x": head["x"], "attended": runner.from_array(attended), "valid": runner.from_array(valid)}
         return runner.run("mapping_scratch_tail", inputs)["mapped"]
 
-    def _hr_mapping(self, runner, latent, mask: np.ndarray, lap):
+    def _hr_mapping(self, runner, latent, mask: np.ndarray, lap, values: dict):
         _, h, w = runner.shape(latent)
         hole_array = attention.binarised_mask(mask, h, w)
         hole = runner.from_array(hole_array)

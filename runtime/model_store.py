@@ -5,15 +5,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .modes import SPECS
+
 MANIFEST_NAME = "models.json"
 
-GRAPHS_FOR_MODE = {
-    "quality": ("vae_a_quality_encoder", "mapping_quality", "vae_b_quality_decoder"),
-    "scratch": ("detection", "vae_a_quality_encoder", "mapping_scratch_head", "mapping_scratch_tail",
-                "vae_b_scratch_decoder"),
-    "hr": ("detection", "vae_a_quality_encoder", "mapping_hr_head", "mapping_hr_step1", "mapping_hr_step2",
-           "mapping_hr_tail", "vae_b_scratch_decoder"),
-}
+GRAPHS_FOR_MODE = {name: spec.graphs for name, spec in SPECS.items()}  # kept for callers that list modes
 
 
 class ModelStoreError(FileNotFoundError):

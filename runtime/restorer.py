@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from .backends import create_backend
-from .global_restoration import MODES, GlobalRestorer, GlobalResult
+from .global_restoration import GlobalRestorer, GlobalResult
+from .modes import mode_spec
 from .preprocess import check_aspect
 from .tiling.plan import plan_tiling
 
 OUTPUT_SIZES = ("input", "network")
 DEFAULT_MODELS = Path(os.environ.get("TRT_RESTORE_MODELS", "~/.cache/trt-restore/models")).expanduser()
-MIN_SIDE = {"quality": 16, "scratch": 16, "hr": 32}
 
 
 def as_rgb_u8(image: np.ndarray) -> np.ndarray:
@@ -68,8 +68,7 @@ class Restorer:
                  max_memory: str | int = "4G", faces: bool | None = None, face_detector: str | None = None,
                  face_detector_model: str | Path | None = None, precision: str | None = None,
                  output_size: str = "input"):
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        mode_spec(mode)  # a ValueError naming the modes
         if output_size not in OUTPUT_SIZES:
             raise ValueError(f"output_size must be one of {OUTPUT_SIZES}, got {output_size!r}")
         self.output_size = output_size
@@ -96,7 +95,7 @@ class Restorer:
         """Like `restore`, also returning the scratch mask, the hole-painted input, the face
         stage's crops and timings."""
         image = as_rgb_u8(image)
-        smallest = MIN_SIDE[self.mode]
+        smallest = mode_spec(self.mode).min_side
         if min(image.shape[:2]) < smallest:
             raise ValueError(f"image {image.shape[1]}x{image.shape[0]} is too small for {self.mode} mode "
                              f"(sides must be at least {smallest} px)")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from .detectors import DetectorUnavailable, create_detector, default_detector
 from .enhancer import FaceEnhancer
+from ..modes import mode_spec
 from .generator import GRAPH_FOR_SIZE
 
-CROP_SIZE = {"quality": 256, "scratch": 256, "hr": 512}  # the original enhances 512 px faces in HR mode
 
 
 class FacesUnavailable(FileNotFoundError):
@@ -19,7 +19,7 @@ class FacesUnavailable(FileNotFoundError):
 
 def missing_graph(backend, mode: str) -> str | None:
     """Why the mode's face generator cannot run on `backend`, or None when it can."""
-    graph = GRAPH_FOR_SIZE[CROP_SIZE[mode]]
+    graph = GRAPH_FOR_SIZE[mode_spec(mode).face_crop]
     store = backend.store
     if store is None:
         return None
@@ -53,5 +53,5 @@ def build_face_stage(backend, mode: str, faces: bool | None = None, detector: st
         if faces:
             raise FacesUnavailable(f"face enhancement requested but unavailable: {problem}")
         return None, f"faces: off ({problem})"
-    size = CROP_SIZE[mode]
+    size = mode_spec(mode).face_crop  # the original enhances 512 px faces in HR mode
     return FaceEnhancer(backend, chosen, crop_size=size), f"faces: on, {size} px, {chosen.describe()}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from ..attention import DEFAULT_CHUNK_BYTES
+from ..modes import mode_spec
 from .executor import ExecutorConfig
 
 DEFAULT_MAX_MEMORY = 4 << 30
@@ -26,18 +27,11 @@ def parse_size(text: str | int) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
-# Peak RSS of an untiled run grows linearly with the photo (benchmarks/results/tiling.md,
-# untiled rows): quality 3.12 GiB at 1 MP and 10.94 GiB at 4 MP = 2800 bytes per pixel (the
-# 64-channel full-resolution maps of the VAEs, onnxruntime's arena and im2col buffers); scratch
-# 1.48 GiB at 0.25 MP and 3.99 GiB at 1 MP = 3600 bytes per pixel, plus the attention's logits
-# chunk. ~5% margin on top; HR mode (not measured untiled) is taken as scratch mode.
-UNTILED_BYTES_PER_PIXEL = {"quality": 2950, "scratch": 3800, "hr": 3800}
-
-
 def untiled_peak_estimate(mode: str, height: int, width: int) -> int:
     """Expected peak RSS in bytes of the untiled run (what --tile auto compares with the budget)."""
-    per_pixel = UNTILED_BYTES_PER_PIXEL.get(mode, max(UNTILED_BYTES_PER_PIXEL.values()))
-    return BASE_OVERHEAD + (DEFAULT_CHUNK_BYTES if mode != "quality" else 0) + per_pixel * height * width
+    spec = mode_spec(mode)  # per-pixel figures: runtime/modes.py
+    attention_chunk = DEFAULT_CHUNK_BYTES if spec.attention else 0
+    return BASE_OVERHEAD + attention_chunk + spec.untiled_bytes_per_pixel * height * width
 
 
 def plan_tiling(mode: str, height: int, width: int, tile: str | int | None = "auto",
