@@ -8,7 +8,11 @@ from setuptools import find_packages, setup
 VERSION = "0.1.0"
 
 KERNELS = ["triton==3.9.0", "nvidia-cuda-cuobjdump>=12.4", "nvidia-cuda-nvdisasm>=12.4"]  # no torch: the interpreter tests take it from `export`
-TORCH = "torch>=2.4,<2.14"  # admits the CPU wheel on disk (2.13.0+cpu), not the multi-GB CUDA 2.14 builds
+TORCH = "torch>=2.4,<2.14"
+# TensorRT-RTX: TensorRT's ONNX parser and builder without a GPU, for the CPU check in CI
+# (tests/test_engines_rtx.py); x86_64 Linux wheels only, and not the TensorRT a deployment runs
+_RTX_PLATFORM = 'platform_machine == "x86_64" and platform_system == "Linux"'
+RTX = [f"tensorrt_rtx_cu13_libs==1.7.1.116; {_RTX_PLATFORM}", f"tensorrt_rtx_cu13_bindings==1.7.1.116; {_RTX_PLATFORM}"]  # admits the CPU wheel on disk (2.13.0+cpu), not the multi-GB CUDA 2.14 builds
 
 # import name -> repository folder; sub-packages (backends, tiling, faces, serve, ...) follow
 ROOTS = {
@@ -63,7 +67,8 @@ setup(
         "ray": ["ray[serve,data]>=2.30", "fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"],
         # Triton kernels: interpreter tests and `build-kernels` (AOT cubins); cuobjdump/nvdisasm read the cubins
         "kernels": KERNELS,
-        "dev": [*KERNELS, "pytest>=8", "pytest-timeout>=2.3", "matplotlib>=3.7", "fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "httpx>=0.27",
+        "rtx": RTX,
+        "dev": [*KERNELS, *RTX, "pytest>=8", "pytest-timeout>=2.3", "matplotlib>=3.7", "fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "httpx>=0.27",
                 "playwright>=1.40"],  # serving tests: TestClient (httpx), headless Chromium (Debian's, not downloaded)
     },
     entry_points={"console_scripts": ["trt-restore=trt_restore.cli:main"]},

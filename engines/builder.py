@@ -7,8 +7,11 @@ TensorRT's parser and build with one optimisation profile and the persistent tim
 
 TensorRT 10.x (JetPack 6 ships 10.3) and 11.x differ in how precision is chosen
 (environment.build_strategy): 10.x sets FP16/INT8 builder flags on the fp32 ONNX, 11.x builds
-a strongly typed network from an fp16 (or Q/DQ) ONNX. The TensorRT module and the GPU probe
-are injected, so everything but the TensorRT calls runs and is tested without either.
+a strongly typed network from an fp16 (or Q/DQ) ONNX; TensorRT-RTX (1.x) builds like 11.x, which
+is how CI runs the real parser and builder on a CPU (tests/test_engines_rtx.py). Under int8 each
+graph is built at its models.json precision (runtime/graph_precision.py); graphs without a Q/DQ
+model are skipped with the reason. The TensorRT module and the GPU probe are injected, so
+everything but the TensorRT calls runs and is tested without either.
 """
 from __future__ import annotations
 
@@ -21,7 +24,9 @@ from typing import Callable
 from .cache import CacheStatus, EngineCache, EngineKey, model_digest
 from .environment import (BuildStrategy, GpuInfo, TensorRTUnavailable, TrtVersion, build_strategy, gpu_info,
                           import_tensorrt, tensorrt_version)
-from .profiles import DEFAULT_MAX_SIZE, DEFAULT_OPT_SIZE, GRAPH_IO, Profile, graph_profile
+from .profiles import DEFAULT_MAX_ASPECT, DEFAULT_MAX_SIZE, DEFAULT_OPT_SIZE, GRAPH_IO, Profile, graph_profile
+from .trt_logging import collected_errors, trt_logger
+from ..graph_precision import graph_precision
 
 MANIFEST = "models.json"
 DEFAULT_WORKSPACE = 4 << 30
@@ -37,6 +42,7 @@ class BuildOptions:
     precision: str = "fp16"
     max_size: tuple[int, int] = DEFAULT_MAX_SIZE
     opt_size: tuple[int, int] = DEFAULT_OPT_SIZE
+    max_aspect: float = DEFAULT_MAX_ASPECT  # detection: longest photo side / shortest it accepts
     version_compatible: bool = False
     engines_dir: Path | None = None
     graphs: tuple[str, ...] | None = None  # default: every graph of models.json with a profile rule
@@ -52,9 +58,13 @@ class BuildOptions:
 class GraphPlan:
     graph: str
     onnx: Path
-    key: EngineKey
-    status: CacheStatus
+    key: EngineKey | None
+    status: CacheStatus | None
     source_onnx: Path = field(default=None)  # the file actually parsed (converted variants differ)
+    strategy: BuildStrategy | None = None  # how this graph's precision is obtained
+    precision: str = ""  # what this graph is built at (int8 runs keep some graphs in float)
+    note: str | None = None  # why `precision` differs from the requested one
+    skipped: str | None = None  # why nothing is built for this graph
 
 
 def read_manifest(models_dir: Path) -> dict:
@@ -89,7 +99,6 @@ def plan_builds(options: BuildOptions, gpu: GpuInfo, version: TrtVersion) -> lis
     chosen = options.graphs or tuple(name for name in graphs if name in GRAPH_IO)
     if not chosen:
         raise BuildError(f"{options.models_dir}/{MANIFEST} lists no graph that has an engine profile")
-    strategy = build_strategy(version, options.precision)
     cache = EngineCache(options.cache_root)
     plans = []
     for name in chosen:
@@ -101,15 +110,27 @@ def plan_builds(options: BuildOptions, gpu: GpuInfo, version: TrtVersion) -> lis
             raise BuildError(f"{onnx_path}: listed in {MANIFEST} but missing")
         if not entry.get("sha256"):
             raise BuildError(f"{onnx_path}: no sha256 in {MANIFEST}; re-run `trt-restore export`")
-        profile = graph_profile(name, options.max_size, options.opt_size)
+        chosen_precision = graph_precision(manifest, name, options.precision, "tensorrt")
+        if chosen_precision.precision is None:
+            plans.append(GraphPlan(name, onnx_path, None, None, skipped=chosen_precision.reason))
+            continue
+        strategy = build_strategy(version, chosen_precision.precision)
+        described = strategy.describe()
+        if chosen_precision.reason:
+            described += f"; built {chosen_precision.precision} (models.json per-graph precision)"
+        profile = graph_profile(name, options.max_size, options.opt_size, options.max_aspect)
         source = onnx_variant_path(options.models_dir, entry, strategy.onnx_variant, options.cache_root)
+        # keyed under the requested precision: that is what the backend looks up
         digest = model_digest(options.models_dir, entry, options.precision)
         key = EngineKey(graph=name, model_sha256=digest, precision=options.precision, profile=profile,
                         gpu_name=gpu.name, compute_capability=gpu.compute_capability,
                         tensorrt_version=str(version), version_compatible=options.version_compatible,
-                        strategy=strategy.describe())
-        status = cache.status(key)
-        plans.append(GraphPlan(name, onnx_path, key, status, source))
+                        strategy=described)
+        plans.append(GraphPlan(name, onnx_path, key, cache.status(key), source, strategy,
+                               chosen_precision.precision, chosen_precision.reason))
+    if all(plan.skipped for plan in plans):
+        raise BuildError(f"nothing to build at {options.precision}: {plans[0].skipped}"
+                         + (f" (and {len(plans) - 1} more graph(s) alike)" if len(plans) > 1 else ""))
     return plans
 
 
@@ -149,8 +170,8 @@ def _flag(trt, name: str):
 
 
 def _create_network(trt, builder, strategy: BuildStrategy, version: TrtVersion):
-    if version.major >= 11:
-        return builder.create_network(0)  # strongly typed is the only mode
+    if version.strongly_typed_only:
+        return builder.create_network(0)  # strongly typed is the only mode (11.x, TensorRT-RTX)
     flags = 0
     if strategy.strongly_typed:
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
@@ -159,11 +180,14 @@ def _create_network(trt, builder, strategy: BuildStrategy, version: TrtVersion):
 
 def build_plan(trt, plan: GraphPlan, options: BuildOptions, strategy: BuildStrategy, version: TrtVersion,
                timing_cache_path: Path, logger=None, progress: Callable | None = None) -> bytes:
-    """Parse + build one graph; returns the serialized plan. Updates the timing cache file."""
-    logger = logger or trt.Logger(trt.Logger.WARNING)
+    """Parse + build one graph; returns the serialized plan. Updates the timing cache file.
+    TensorRT's messages go to the "trt_restore.tensorrt" logger unless `logger` is given."""
+    logger = logger or trt_logger(trt)
     builder = trt.Builder(logger)
     network = _create_network(trt, builder, strategy, version)
     parser = trt.OnnxParser(network, logger)
+    if not Path(plan.source_onnx).is_file():
+        raise BuildError(f"{plan.source_onnx}: not found")
     if not parser.parse_from_file(str(plan.source_onnx)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise BuildError(f"{plan.source_onnx}: TensorRT's ONNX parser failed: {errors}")
@@ -181,21 +205,18 @@ def build_plan(trt, plan: GraphPlan, options: BuildOptions, strategy: BuildStrat
     for name, lo, opt, hi in plan.key.profile.shapes:
         profile.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(profile)
-    blob = timing_cache_path.read_bytes() if timing_cache_path.is_file() else b""
-    try:
-        timing_cache = config.create_timing_cache(blob)
-    except Exception:  # noqa: BLE001 - a corrupt or foreign cache file: start afresh
-        timing_cache = None
-    if timing_cache is None:
-        timing_cache = config.create_timing_cache(b"")
-    config.set_timing_cache(timing_cache, False)
+    timed = not version.rtx  # TensorRT-RTX: timing caches are deprecated no-ops (it tunes on the device)
+    if timed:
+        _use_timing_cache(config, timing_cache_path)
     monitor = _Progress.make(trt, plan.graph, progress)
     if monitor is not None:
         config.progress_monitor = monitor
-    serialized = builder.build_serialized_network(network, config)
+    with collected_errors() as errors:
+        serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise BuildError(f"{plan.graph}: TensorRT could not build an engine (see the TensorRT log above)")
-    updated = config.get_timing_cache()
+        why = f": {errors[-1]}" if errors else " (see the TensorRT log above)"
+        raise BuildError(f"{plan.graph}: TensorRT could not build an engine{why}")
+    updated = config.get_timing_cache() if timed else None
     if updated is not None:
         data = bytes(updated.serialize())
         timing_cache_path.parent.mkdir(parents=True, exist_ok=True)
@@ -205,11 +226,24 @@ def build_plan(trt, plan: GraphPlan, options: BuildOptions, strategy: BuildStrat
     return bytes(serialized)
 
 
+def _use_timing_cache(config, path: Path) -> None:
+    """Seed the build with the persistent timing cache (a corrupt or foreign file: start afresh)."""
+    blob = path.read_bytes() if path.is_file() else b""
+    try:
+        timing_cache = config.create_timing_cache(blob)
+    except Exception:  # noqa: BLE001
+        timing_cache = None
+    if timing_cache is None:
+        timing_cache = config.create_timing_cache(b"")
+    config.set_timing_cache(timing_cache, False)
+
+
 @dataclass
 class BuildReport:
     built: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # graph -> why no engine is built (int8 without Q/DQ)
     engines: dict[str, Path] = field(default_factory=dict)
 
 
@@ -223,10 +257,16 @@ def build_engines(options: BuildOptions, trt=None, gpu: GpuInfo | None = None,
     plans = plan_builds(options, gpu, version)
     cache = EngineCache(options.cache_root)
     timing = cache.timing_cache_path(gpu.slug, str(version))
-    on_event(f"TensorRT {version} on {gpu.name} (sm {gpu.compute_capability}): {options.precision} "
+    on_event(f"{version.label} on {gpu.name} (sm {gpu.compute_capability}): {options.precision} "
              f"({strategy.describe()}), {len(plans)} graph(s), cache {cache.root}")
     report = BuildReport()
     for plan in plans:
+        if plan.skipped:
+            report.skipped[plan.graph] = plan.skipped
+            on_event(f"{plan.graph}: skipped: {plan.skipped}")
+            continue
+        if plan.note:
+            on_event(f"{plan.graph}: {plan.precision}, not {options.precision}: {plan.note}")
         if plan.status.valid and not options.force:
             report.reused.append(plan.graph)
             report.engines[plan.graph] = plan.status.engine
@@ -235,7 +275,7 @@ def build_engines(options: BuildOptions, trt=None, gpu: GpuInfo | None = None,
         if plan.status.state != "missing":
             on_event(f"{plan.graph}: rebuilding, cached plan is {plan.status.state}: {plan.status.reason}")
         try:
-            if strategy.onnx_variant == "fp16" and not plan.source_onnx.is_file():
+            if plan.strategy.onnx_variant == "fp16" and not plan.source_onnx.is_file():
                 from .fp16_onnx import convert_file
 
                 plan.source_onnx.parent.mkdir(parents=True, exist_ok=True)
@@ -243,13 +283,17 @@ def build_engines(options: BuildOptions, trt=None, gpu: GpuInfo | None = None,
             if not plan.source_onnx.is_file():
                 raise BuildError(f"{plan.source_onnx}: not found")
             start = time.perf_counter()
-            blob = build_plan(trt, plan, options, strategy, version, timing, progress=progress)
+            blob = build_plan(trt, plan, options, plan.strategy, version, timing, progress=progress)
             seconds = time.perf_counter() - start
-            status = cache.store(plan.key, blob, {"build_seconds": round(seconds, 1),
+            status = cache.store(plan.key, blob, {"build_seconds": round(seconds, 2),
                                                   "onnx": str(plan.source_onnx.name),
+                                                  "built_precision": plan.precision,
+                                                  "precision_reason": plan.note,
                                                   "workspace_bytes": options.workspace_bytes})
             report.built.append(plan.graph)
             report.engines[plan.graph] = status.engine
+            for old in cache.remove_superseded(plan.key):
+                on_event(f"{plan.graph}: removed {old.name}, built for other settings of this profile")
             on_event(f"{plan.graph}: built in {seconds:.0f} s ({len(blob) / 1e6:.1f} MB)")
         except Exception as err:  # noqa: BLE001 - report per graph, go on with the others
             report.failed[plan.graph] = str(err)

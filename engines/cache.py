@@ -103,6 +103,8 @@ def runtime_accepts(built: str, running: str, version_compatible: bool) -> bool:
         b, r = TrtVersion.parse(built), TrtVersion.parse(running)
     except ValueError:
         return False
+    if b.rtx != r.rtx:  # TensorRT-RTX and TensorRT plans are different formats
+        return False
     if b.tuple() == r.tuple():
         return True
     return version_compatible and b.major == r.major and r.tuple() >= b.tuple()
@@ -157,6 +159,23 @@ class EngineCache:
                       created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {}))
         _atomic_write(sidecar, json.dumps(record, indent=2, sort_keys=True).encode())
         return self.status(key)
+
+    def remove_superseded(self, key: EngineKey) -> list[Path]:
+        """Delete other plans of this graph, precision, GPU, TensorRT and profile (another model
+        export or build strategy, e.g. int8 before models.json kept the graph in fp32): `find`
+        would otherwise choose between them by name. Returns the removed plans."""
+        removed = []
+        same = ("graph", "precision", "gpu_name", "compute_capability", "tensorrt_version", "version_compatible",
+                "profile")
+        want = key.fields()
+        for sidecar, record in self.entries():
+            if sidecar == self.paths(key)[1] or any(record.get(f) != want[f] for f in same):
+                continue
+            engine = sidecar.with_name(record.get("engine_file", sidecar.stem + ".engine"))
+            sidecar.unlink(missing_ok=True)  # sidecar first: no valid-looking entry is left behind
+            engine.unlink(missing_ok=True)
+            removed.append(engine)
+        return removed
 
     def entries(self) -> list[tuple[Path, dict]]:
         """(sidecar path, record) of every readable sidecar."""

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from .profiles import DEFAULT_MAX_SIZE, DEFAULT_OPT_SIZE, ProfileError, parse_size
+from .profiles import DEFAULT_MAX_ASPECT, DEFAULT_MAX_SIZE, DEFAULT_OPT_SIZE, ProfileError, parse_size
 
 
 def _size_text(size: tuple[int, int]) -> str:
@@ -26,6 +26,10 @@ def build_engines_command(
                                  "or need a rebuild)."),
     opt_size: str = typer.Option(_size_text(DEFAULT_OPT_SIZE), "--opt-size", help="Photo size TensorRT tunes "
                                  "for, WIDTHxHEIGHT pixels."),
+    max_aspect: float = typer.Option(DEFAULT_MAX_ASPECT, "--max-aspect", help="Widest photo (long side / "
+                                     "short side) the scratch detector's engine accepts; the default covers "
+                                     "every photo `restore` accepts (detection input up to 2048 px on both "
+                                     "axes); e.g. 3 gives a 768x768 profile and needs less GPU memory."),
     version_compatible: bool = typer.Option(False, "--version-compatible", help="Build version-compatible "
                                             "plans (run on a newer TensorRT of the same major, e.g. the lean "
                                             "runtime)."),
@@ -51,10 +55,11 @@ def build_engines_command(
     try:
         options = BuildOptions(models_dir=Path(models or DEFAULT_MODELS).expanduser(), precision=precision,
                                max_size=parse_size(max_size), opt_size=parse_size(opt_size),
-                               version_compatible=version_compatible, engines_dir=engines_dir,
+                               max_aspect=max_aspect, version_compatible=version_compatible, engines_dir=engines_dir,
                                graphs=tuple(graphs) if graphs else None, workspace_bytes=parse_bytes(workspace),
                                force=force)
         graph_profile("mapping_quality", options.max_size, options.opt_size)  # size errors before TensorRT
+        graph_profile("detection", options.max_size, options.opt_size, options.max_aspect)
     except (ProfileError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2)
@@ -79,6 +84,9 @@ def build_engines_command(
     except (BuildError, ProfileError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2)
-    typer.echo(f"{len(report.built)} built, {len(report.reused)} cached, {len(report.failed)} failed "
+    skipped = f", {len(report.skipped)} skipped" if report.skipped else ""
+    typer.echo(f"{len(report.built)} built, {len(report.reused)} cached{skipped}, {len(report.failed)} failed "
                f"-> {options.cache_root}")
+    for graph, reason in report.skipped.items():
+        typer.echo(f"  skipped {graph}: {reason}")
     raise typer.Exit(1 if report.failed else 0)

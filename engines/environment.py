@@ -19,34 +19,49 @@ class GpuUnavailable(RuntimeError):
     """No usable CUDA GPU (or no CUDA Python bindings to see it)."""
 
 
+RTX_PREFIX = "rtx-"
+
+
 @dataclass(frozen=True)
 class TrtVersion:
+    """A TensorRT version; `rtx` marks TensorRT-RTX (numbered 1.x, strongly typed only), whose
+    text carries the prefix "rtx-" so that cache keys and timing caches never mix the two."""
+
     major: int
     minor: int
     patch: int = 0
     text: str = ""
+    rtx: bool = False
 
     @classmethod
     def parse(cls, text: str) -> "TrtVersion":
-        match = re.match(r"\s*(\d+)\.(\d+)(?:\.(\d+))?", str(text))
+        match = re.match(r"\s*(rtx-)?(\d+)\.(\d+)(?:\.(\d+))?", str(text), re.IGNORECASE)
         if not match:
             raise ValueError(f"cannot read TensorRT version {text!r}")
-        return cls(int(match.group(1)), int(match.group(2)), int(match.group(3) or 0), str(text).strip())
+        return cls(int(match.group(2)), int(match.group(3)), int(match.group(4) or 0), str(text).strip(),
+                   rtx=bool(match.group(1)))
 
     def __str__(self) -> str:
-        return self.text or f"{self.major}.{self.minor}.{self.patch}"
+        return self.text or f"{RTX_PREFIX if self.rtx else ''}{self.major}.{self.minor}.{self.patch}"
+
+    @property
+    def label(self) -> str:
+        """For people: "TensorRT 10.3.0", "TensorRT-RTX 1.7.1.116"."""
+        text = str(self)
+        return f"TensorRT-RTX {text[len(RTX_PREFIX):]}" if self.rtx else f"TensorRT {text}"
 
     def tuple(self) -> tuple[int, int, int]:
         return self.major, self.minor, self.patch
 
     @property
     def strongly_typed_only(self) -> bool:
-        """TensorRT 11 removed weak typing (BuilderFlag.FP16 / INT8 and friends)."""
-        return self.major >= 11
+        """TensorRT 11 removed weak typing (BuilderFlag.FP16 / INT8 and friends); TensorRT-RTX
+        never had it."""
+        return self.rtx or self.major >= 11
 
     @property
     def has_precision_flags(self) -> bool:
-        return self.major <= 10
+        return not self.strongly_typed_only
 
 
 @dataclass(frozen=True)
@@ -110,8 +125,17 @@ def _importable(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+def is_rtx(trt) -> bool:
+    """TensorRT-RTX's bindings (`tensorrt_rtx_bindings`, or `tensorrt_rtx`) report 1.x versions:
+    recognised by the module's name, not its number."""
+    return str(getattr(trt, "__name__", "")).startswith("tensorrt_rtx")
+
+
 def tensorrt_version(trt) -> TrtVersion:
-    return TrtVersion.parse(getattr(trt, "__version__", "0.0.0"))
+    text = str(getattr(trt, "__version__", "0.0.0"))
+    if is_rtx(trt) and not text.lower().startswith(RTX_PREFIX):
+        text = RTX_PREFIX + text
+    return TrtVersion.parse(text)
 
 
 @dataclass(frozen=True)
@@ -158,3 +182,11 @@ def gpu_info(device: int = 0, cudart=None) -> GpuInfo:
     name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
     name = name.split("\x00", 1)[0].strip()
     return GpuInfo(device, name, f"{props.major}.{props.minor}", int(props.totalGlobalMem))
+
+
+def gpu_memory(device: int = 0, cudart=None) -> tuple[int, int]:
+    """(free, total) bytes of `device` now (cudaMemGetInfo), or GpuUnavailable with the reason."""
+    cudart = cudart or _cudart()
+    _ok(cudart.cudaSetDevice(device), f"cudaSetDevice({device})")
+    free, total = _ok(cudart.cudaMemGetInfo(), "cudaMemGetInfo")
+    return int(free), int(total)

@@ -4,8 +4,9 @@ Shapes follow from the photo sizes the engines must serve (`--max-size`, `--opt-
 pixels WxH) and from how the runtime feeds each graph (runtime/global_restoration.py):
   - full-resolution graphs see the photo resized to the mode's multiple (4 or 16);
   - latent graphs see 1/4 of that (64 or 512 channels);
-  - the detection UNet sees the photo scaled to short side 256 (sides multiples of 16), so its
-    long side grows with the aspect ratio, up to `max_aspect`;
+  - the detection UNet sees the photo scaled to short side 256 (sides multiples of 16), its long
+    side capped at 2048 (runtime/preprocess.py; past 8:1 the short side shrinks instead); the
+    profile covers every aspect up to `max_aspect`, by default all that `restore` accepts (64:1);
   - the face generators see batches of 256 or 512 px crops.
 Photos come in both orientations, so the max profile uses the long side on both axes; the opt
 shape is the given orientation. Engines are bounded by the max shape (a larger photo needs a
@@ -39,7 +40,11 @@ FACE_SIZES = {"face_256": 256, "face_512": 512}
 DETECTION_SHORT_SIDE = 256
 DEFAULT_MAX_SIZE = (2048, 2048)
 DEFAULT_OPT_SIZE = (1024, 768)
-DEFAULT_MAX_ASPECT = 3.0
+# mirrors of runtime/preprocess.py (DETECTION_MAX_LONG_SIDE, MAX_ASPECT; a test keeps them equal):
+# importing it here would pull OpenCV into every engine-cache lookup
+DETECTION_MAX_LONG_SIDE = 2048
+RESTORE_MAX_ASPECT = 64.0
+DEFAULT_MAX_ASPECT = RESTORE_MAX_ASPECT  # detection engines serve every photo `restore` accepts
 DEFAULT_FACE_BATCH = 4
 
 Shape = tuple[int, ...]
@@ -117,12 +122,31 @@ def _round_nearest(value: float, multiple: int) -> int:
 
 
 def detection_shape(width: int, height: int) -> tuple[int, int]:
-    """Same rule as runtime.preprocess.detection_size (short side 256, nearest multiples of 16)."""
+    """Same rule as runtime.preprocess.detection_size (short side 256, long side at most 2048,
+    nearest multiples of 16)."""
     if height < width:
         th, tw = DETECTION_SHORT_SIDE, width / height * DETECTION_SHORT_SIDE
     else:
         th, tw = height / width * DETECTION_SHORT_SIDE, DETECTION_SHORT_SIDE
+    longest = max(th, tw)
+    if longest > DETECTION_MAX_LONG_SIDE:
+        th, tw = th * DETECTION_MAX_LONG_SIDE / longest, tw * DETECTION_MAX_LONG_SIDE / longest
     return _round_nearest(th, 16), _round_nearest(tw, 16)
+
+
+def detection_bounds(max_aspect: float) -> tuple[int, int]:
+    """(shortest, longest) side of the detection input over photos up to `max_aspect`:1."""
+    if max_aspect < 1:
+        raise ProfileError(f"--max-aspect {max_aspect:g} must be at least 1")
+    short, long_side = detection_shape(int(round(DETECTION_SHORT_SIDE * max_aspect)), DETECTION_SHORT_SIDE)
+    return min(short, DETECTION_SHORT_SIDE), long_side
+
+
+def shape_remedy(graph: str) -> str:
+    """The `build-engines` option that widens `graph`'s profile (for out-of-profile errors)."""
+    if graph == "detection":
+        return "a larger --max-aspect (the detection input's shape follows the photo's aspect, not its size)"
+    return "a larger --max-size"
 
 
 def graph_profile(graph: str, max_size: tuple[int, int] = DEFAULT_MAX_SIZE,
@@ -143,10 +167,11 @@ def graph_profile(graph: str, max_size: tuple[int, int] = DEFAULT_MAX_SIZE,
             side = FACE_SIZES[graph]
             lo, opt, hi = (1, channels, side, side), (1, channels, side, side), (face_batch, channels, side, side)
         elif graph == "detection":
-            short = DETECTION_SHORT_SIDE
-            longest = _round_up(short * max_aspect, 16)
+            shortest, longest = detection_bounds(max_aspect)
             oh, ow = detection_shape(opt_w, opt_h)
-            lo, opt, hi = (1, channels, short, short), (1, channels, oh, ow), (1, channels, longest, longest)
+            if max(oh, ow) > longest:
+                raise ProfileError(f"--opt-size {opt_w}x{opt_h} is wider than --max-aspect {max_aspect:g} allows")
+            lo, opt, hi = (1, channels, shortest, shortest), (1, channels, oh, ow), (1, channels, longest, longest)
         else:
             min_h, min_w = _spatial(multiple, multiple, multiple, scale)
             oh, ow = _spatial(opt_w, opt_h, multiple, scale)

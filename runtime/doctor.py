@@ -71,6 +71,9 @@ def report(models: Path) -> str:
         lines.append(f"onnxruntime providers   {', '.join(onnxruntime.get_available_providers())}")
     lines.append(f"{'tensorrt location':24s}{tensorrt_location()}")
     lines.append(f"GPU                     {_gpu()}")
+    from .engines.diagnose import tensorrt_lines  # TensorRT version, free GPU memory, engines per graph
+
+    lines += tensorrt_lines(Path(models).expanduser() / "engines")
     from .engines.cache import describe_cache  # engine cache summary (engines/cache.py)
 
     lines += describe_cache(Path(models).expanduser() / "engines")

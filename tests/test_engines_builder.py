@@ -169,3 +169,129 @@ def test_cli_builds_with_injected_tensorrt(models, monkeypatch):
                                       "--max-size", "1024x768", "--opt-size", "640x480"])
     assert result.exit_code == 0, result.output
     assert "1 built, 0 cached, 0 failed" in result.output and "TensorRT 11.1.0" in result.output
+
+
+def _with_qdq(models, graphs, int8_section=None):
+    manifest = json.loads((models / "models.json").read_text())
+    for name in graphs:
+        manifest["graphs"][name]["qdq_file"] = manifest["graphs"][name]["file"]  # stand-in Q/DQ model
+    if int8_section is not None:
+        manifest["int8"] = {"graphs": int8_section}
+    (models / "models.json").write_text(json.dumps(manifest))
+    return manifest
+
+
+def test_int8_skips_graphs_without_a_qdq_model_and_says_why(models, monkeypatch):
+    """Issue 14: `--precision int8` on a default export (no Q/DQ model for the face graphs)
+    aborted in plan_builds, outside the per-graph try."""
+    _with_qdq(models, ["mapping_quality"])
+    trt = FakeTrt("10.3.0")
+    report, events = _build(models, trt, precision="int8")
+    assert report.built == ["mapping_quality"] and not report.failed
+    assert list(report.skipped) == ["vae_b_quality_decoder"]
+    assert "no calibrated Q/DQ model" in report.skipped["vae_b_quality_decoder"]
+    assert any("vae_b_quality_decoder: skipped" in e for e in events if isinstance(e, str))
+    # the command: exit 0 (skipping is not failing), the reason in the summary
+    from trt_restore.engines import environment
+
+    monkeypatch.setattr(environment, "import_tensorrt", lambda require_builder=True: trt)
+    monkeypatch.setattr(environment, "gpu_info", lambda device=0: H100)
+    result = CliRunner().invoke(app, ["build-engines", "--models", str(models), "--precision", "int8"])
+    assert result.exit_code == 0, result.output
+    assert "0 built, 1 cached, 1 skipped, 0 failed" in result.output
+    assert "skipped vae_b_quality_decoder: no calibrated Q/DQ model" in result.output
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "11.1.0"])
+def test_int8_builds_each_graph_at_its_models_json_precision(models, version):
+    """Issue 14: models.json keeps a graph in fp32 under int8 (the encoder: 'built but not used by
+    the runtime'); onnxruntime honoured it, the TensorRT builder built it in int8 anyway."""
+    from trt_restore.engines.cache import model_digest
+
+    manifest = _with_qdq(models, ["mapping_quality", "vae_b_quality_decoder"], {
+        "mapping_quality": {"precision": "fp32", "precision_reason": "its error is amplified downstream"},
+        "vae_b_quality_decoder": {"precision": "int8"}})
+    trt = FakeTrt(version)
+    report, events = _build(models, trt, precision="int8")
+    assert sorted(report.built) == ["mapping_quality", "vae_b_quality_decoder"], report.failed
+    by_graph = {("mapping" if "mapping" in b["source"] else "decoder"): b for b in trt.builds}
+    fp32, int8 = by_graph["mapping"], by_graph["decoder"]
+    assert fp32["source"] == str(models / "mapping_quality.onnx") and fp32["cleared"] == ["TF32"]
+    assert "INT8" not in fp32["flags"]
+    if version.startswith("10"):
+        assert int8["flags"] == ["FP16", "INT8"]
+    assert any("mapping_quality: fp32, not int8: models.json keeps" in e for e in events if isinstance(e, str))
+    # keyed under int8, as the backend looks it up, and it says what was built
+    cache = EngineCache(models / "engines")
+    entry = manifest["graphs"]["mapping_quality"]
+    path, why = cache.find("mapping_quality", model_digest(models, entry, "int8"), "int8", H100.name,
+                           H100.compute_capability, version)
+    assert path is not None, why
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["built_precision"] == "fp32" and "amplified" in record["precision_reason"]
+
+
+def test_both_backends_read_one_per_graph_precision_rule(models):
+    """onnxruntime's int8 graph choice and the shared rule (runtime/graph_precision.py) agree."""
+    from trt_restore.backends.onnxruntime_backend import OrtBackend
+    from trt_restore.graph_precision import graph_precision
+
+    manifest = _with_qdq(models, ["vae_b_quality_decoder"], {
+        "mapping_quality": {"precision": "fp32", "file": "mapping_quality.onnx"},
+        "vae_b_quality_decoder": {"precision": "int8", "file": "vae_b_quality_decoder.onnx"}})
+    backend = OrtBackend(models, precision="int8")
+    for graph in manifest["graphs"]:
+        rule = graph_precision(manifest, graph, "int8", "onnxruntime")
+        assert (graph in backend._int8) == (rule.precision == "int8"), graph
+        assert graph_precision(manifest, graph, "int8", "tensorrt") == rule
+    assert graph_precision(manifest, "face_256", "int8", "onnxruntime").precision is None
+    assert graph_precision(manifest, "mapping_quality", "fp16").precision == "fp16"
+
+
+def test_a_rebuild_for_other_settings_removes_the_plan_it_replaces(models):
+    """After models.json changes a graph's int8 precision, only the new plan remains, so the
+    backend's lookup cannot pick the old one by name."""
+    _with_qdq(models, ["mapping_quality", "vae_b_quality_decoder"])
+    trt = FakeTrt("10.3.0")
+    first, _ = _build(models, trt, precision="int8", graphs=("mapping_quality",))
+    old = first.engines["mapping_quality"]
+    _with_qdq(models, [], {"mapping_quality": {"precision": "fp32"}})
+    report, events = _build(models, trt, precision="int8", graphs=("mapping_quality",))
+    assert report.built == ["mapping_quality"] and not old.exists()
+    assert [r["graph"] for _, r in EngineCache(models / "engines").entries()] == ["mapping_quality"]
+    assert any(f"removed {old.name}" in e for e in events if isinstance(e, str))
+
+
+def test_a_failed_build_names_tensorrts_error(models):
+    from trt_restore.engines.trt_logging import LOG
+
+    trt = FakeTrt("10.3.0")
+    original = trt.Builder
+
+    def builder(logger):
+        b = original(logger)
+
+        def fail(network, config):
+            LOG.error("Error Code 2: OutOfMemory (Requested size was 4445452804 bytes.)")
+            return None
+
+        b.build_serialized_network = fail
+        return b
+
+    trt.Builder = builder
+    report, _ = _build(models, trt, graphs=("mapping_quality",))
+    assert report.failed["mapping_quality"].endswith("could not build an engine: Error Code 2: OutOfMemory "
+                                                     "(Requested size was 4445452804 bytes.)")
+
+
+def test_cli_max_aspect(models, monkeypatch):
+    from trt_restore.engines import environment
+
+    result = CliRunner().invoke(app, ["build-engines", "--models", str(models), "--max-aspect", "0.5"])
+    assert result.exit_code == 2 and "--max-aspect 0.5 must be at least 1" in result.output
+    trt = FakeTrt("11.1.0")
+    monkeypatch.setattr(environment, "import_tensorrt", lambda require_builder=True: trt)
+    monkeypatch.setattr(environment, "gpu_info", lambda device=0: H100)
+    result = CliRunner().invoke(app, ["build-engines", "--models", str(models), "--max-aspect", "3",
+                                      "--graph", "mapping_quality"])
+    assert result.exit_code == 0, result.output

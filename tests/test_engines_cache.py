@@ -135,7 +135,10 @@ def test_profiles_from_sizes():
     hr = {n: hi for n, _, _, hi in graph_profile("mapping_hr_step1", (1000, 1000), (512, 512)).shapes}
     assert hr["z"] == (1, 512, 252, 252)  # sides rounded up to multiples of 16 (as the original), then / 4
     det = {n: (lo, opt, hi) for n, lo, opt, hi in graph_profile("detection", (4000, 3000), (1600, 1200)).shapes}
-    assert det["gray"] == ((1, 1, 256, 256), (1, 1, 256, 336), (1, 1, 768, 768))  # 341.3 -> 336 (nearest)
+    # 341.3 -> 336 (nearest); by default every aspect `restore` accepts (64:1 -> 32x2048)
+    assert det["gray"] == ((1, 1, 32, 32), (1, 1, 256, 336), (1, 1, 2048, 2048))
+    det3 = {n: (lo, hi) for n, lo, _, hi in graph_profile("detection", (4000, 3000), (1600, 1200), 3).shapes}
+    assert det3["gray"] == ((1, 1, 256, 256), (1, 1, 768, 768))
     face = {n: (lo, opt, hi) for n, lo, opt, hi in graph_profile("face_512", (4000, 3000), (1600, 1200)).shapes}
     assert face["face"] == ((1, 3, 512, 512), (1, 3, 512, 512), (4, 3, 512, 512))
     assert p.covers({"x": (1, 512, 300, 200), "valid": (1, 1, 300, 200)})
@@ -159,10 +162,32 @@ def test_profile_errors():
 
 
 def test_detection_profile_agrees_with_the_runtime_rule():
+    from trt_restore import preprocess
     from trt_restore.preprocess import detection_size
 
-    for w, h in ((1000, 700), (700, 1000), (512, 512), (3000, 1000), (333, 517), (1600, 1200), (1201, 1600)):
+    for w, h in ((1000, 700), (700, 1000), (512, 512), (3000, 1000), (333, 517), (1600, 1200), (1201, 1600),
+                 (4000, 1000), (9000, 1000), (16000, 250), (250, 16000)):
         assert profiles.detection_shape(w, h) == detection_size(h, w)
+    assert profiles.DETECTION_MAX_LONG_SIDE == preprocess.DETECTION_MAX_LONG_SIDE
+    assert profiles.RESTORE_MAX_ASPECT == preprocess.MAX_ASPECT
+
+
+def test_detection_profile_covers_every_photo_restore_accepts():
+    """Issue 14: the profile stopped at 3:1 (768 px), so wider photos failed in scratch/HR mode
+    under TensorRT with advice (--max-size) that could not help."""
+    from trt_restore.preprocess import MAX_ASPECT, check_aspect, detection_size
+
+    profile = graph_profile("detection")
+    for w, h in ((1000, 250), (4000, 1000), (3200, 400), (8000, 1000), (16000, 1000), (640, 10), (10, 640),
+                 (6400, 100), (1000, 999), (16, 16)):
+        check_aspect(h, w)  # restore accepts it
+        assert profile.covers({"gray": (1, 1, *detection_size(h, w))}), (w, h)
+    narrow = graph_profile("detection", max_aspect=3)
+    assert not narrow.covers({"gray": (1, 1, *detection_size(1000, 4000))})
+    assert "--max-aspect" in profiles.shape_remedy("detection") and "--max-size" in profiles.shape_remedy("encoder")
+    with pytest.raises(ProfileError, match="max-aspect"):
+        graph_profile("detection", (4000, 1000), (4000, 1000), max_aspect=2)
+    assert MAX_ASPECT == profiles.DEFAULT_MAX_ASPECT
 
 
 def test_doctor_lists_cached_engines(tmp_path):
@@ -175,3 +200,20 @@ def test_doctor_lists_cached_engines(tmp_path):
     lines = describe_cache(tmp_path / "engines")
     assert lines[0].endswith(f"1 in {cache.root}") and "mapping_quality fp16: NVIDIA H100" in lines[1]
     assert "TensorRT engines        1 in" in report(tmp_path)
+
+
+def test_tensorrt_rtx_versions_are_their_own_flavour():
+    """TensorRT-RTX reports 1.x: not a TensorRT 1.x with precision flags, never mixed with TensorRT."""
+    from types import SimpleNamespace
+
+    from trt_restore.engines.environment import tensorrt_version
+
+    rtx = tensorrt_version(SimpleNamespace(__name__="tensorrt_rtx_bindings", __version__="1.7.1.116"))
+    assert rtx.rtx and str(rtx) == "rtx-1.7.1.116" and rtx.label == "TensorRT-RTX 1.7.1.116"
+    assert rtx.strongly_typed_only and not rtx.has_precision_flags
+    assert build_strategy(rtx, "fp16").onnx_variant == "fp16" and build_strategy(rtx, "int8").builder_flags == ()
+    assert TrtVersion.parse(str(rtx)) == rtx
+    plain = tensorrt_version(SimpleNamespace(__name__="tensorrt", __version__="10.3.0"))
+    assert not plain.rtx and plain.label == "TensorRT 10.3.0"
+    assert not runtime_accepts("rtx-1.7.1", "1.7.1", True) and not runtime_accepts("10.3.0", "rtx-10.3.0", False)
+    assert runtime_accepts("rtx-1.7.1.116", "rtx-1.7.1.116", False)

@@ -22,6 +22,7 @@ import threading
 
 import numpy as np
 
+from ..graph_precision import graph_precision
 from ..model_store import ModelStore, ModelStoreError
 from .base import Backend
 
@@ -43,8 +44,9 @@ class OrtBackend(Backend):
         self.precision = precision
         self.spinning = bool(spinning)
         int8 = self.store.manifest.get("int8", {}).get("graphs", {}) if precision == "int8" else {}
-        # graphs whose Q/DQ model the quantizer recommends (`precision`; the others stay fp32)
-        self._int8 = {g: e for g, e in int8.items() if e.get("precision", "int8") == "int8" and e.get("file")}
+        # graphs that run their Q/DQ model under int8: the rule the TensorRT builder follows too
+        self._int8 = {g: e for g, e in int8.items()
+                      if graph_precision(self.store.manifest, g, "int8", "onnxruntime").precision == "int8"}
         if precision == "int8" and not int8:
             raise ModelStoreError(f"{self.store.root}: no INT8 models; make them with `trt-restore calibrate-data "
                                   f"CALDIR` and `trt-restore quantize -c CALDIR -m {self.store.root}`")
