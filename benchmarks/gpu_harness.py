@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
-"""GPU check of the trt-restore CUDA kernels through their C entry points (no TensorRT needed).
+"""GPU check of the trt-restore kernels (the Triton AOT cubins) through their C entry points.
 
 Run by benchmarks/gpu_check.sh on a machine with CUDA + PyTorch (torch allocates device memory
-and computes the references; ctypes calls libtrt_restore_kernels.so):
-  1. masked attention vs a float64 reference: fp32 arithmetic <= 1e-4, fp16 <= 1e-2 (relative:
-     max|y - ref| / max|ref|), for fp32 and fp16 I/O, every tile configuration, edge cases
-     (no valid key, one valid key, N not a multiple of any tile, batch 2), determinism;
-  2. patch match (sizes 8, 4, 2; fp32 and fp16 I/O) vs a float64 reference: every chosen
-     patch must be a best match (cosine within 1e-5 of the maximum), copies exact;
+and computes the references; ctypes calls libtrt_restore_kernels.so, which loads the cubins of
+engines/kernels/cubins through the CUDA driver API; no TensorRT, no nvcc, no Triton needed):
+  1. masked attention vs a float64 evaluation of the original formula (softmax over all keys,
+     masked, row / max(sum, 1e-12)): default fp16x3 and ieee fp32 <= 1e-4, plain fp16 <= 1e-2
+     (relative: max|y - ref| / max|ref|), every tile configuration, edge cases (no valid key,
+     one valid key, N not a multiple of any tile, logits of +-130, batch 2, N = 62.5k),
+     determinism;
+  2. patch match (sizes 8, 4, 2) vs a float64 reference: every chosen patch must be a best
+     match (cosine within 1e-5 of the maximum), copies exact;
   3. the reference vectors (TRT_RESTORE_REFERENCE, default ../shared/reference): scratch
      `nl_in` -> partial nonlocal block with the kernel's attention -> `nl_out`, and the HR
      mapping with the kernel's patch match -> `mapped`, within the stored tolerances;
-  4. timings: attention at N = 16k, 62.5k, 125k (90 % valid keys; TFLOP/s = 4 N Nv 512 / t),
-     every configuration at 62.5k, fp32 arithmetic, and the HR patch match of a 1 MP photo.
+  4. timings: attention at N = 16k, 62.5k (a 1 MP photo), 125k (90 % valid keys; TFLOP/s =
+     4 N Nv 512 / t, useful FLOPs: fp16x3 does 3x the tensor-core work of fp16), every
+     configuration at 62.5k, fp16 and fp32 arithmetic, and the HR patch match of a 1 MP photo.
 Writes gpu_check.json into --out and exits 1 if a check failed. `--emulate` runs the same
 flow on the CPU with reference stand-ins for the kernels (tests of this script only).
 """
@@ -33,9 +37,20 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 FP32_TOL, FP16_TOL = 1e-4, 1e-2
+COMPUTE_NAMES = {-1: "auto", 0: "fp32", 1: "fp16"}  # auto = the default precision (fp16x3)
 PATCH_SIM_TOL = 1e-5
 DENSE_FP16_PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.4, "H200": 989.4, "A100": 312.0,
                           "Orin": 42.5}  # dense fp16 tensor-core peak (vendor figures), by name fragment
+
+
+def default_reference() -> Path:
+    """$TRT_RESTORE_REFERENCE, else ../shared/reference or shared/reference beside the repository."""
+    if os.environ.get("TRT_RESTORE_REFERENCE"):
+        return Path(os.environ["TRT_RESTORE_REFERENCE"])
+    for candidate in (REPO.parent / "shared" / "reference", REPO / "shared" / "reference"):
+        if (candidate / "vectors").is_dir():
+            return candidate
+    return REPO.parent / "shared" / "reference"
 
 
 def bootstrap_trt_restore() -> None:
@@ -110,14 +125,15 @@ class GpuOps:
         configs = {}
         for config, name in self.k.CONFIG_NAMES.items():
             previous = self.lib.set_attention_config(config)
-            status, text = self.lib.describe_attention(self.k.FLOAT16, self.k.COMPUTE_FP16)
+            status, text = self.lib.describe_attention(self.k.FLOAT32, self.k.COMPUTE_AUTO)
             self.lib.set_attention_config(previous)
             configs[name] = {"status": status, "kernel": text}
         _, fp32 = self.lib.describe_attention(self.k.FLOAT32, self.k.COMPUTE_FP32)
         return {"device": props.name, "compute_capability": f"{props.major}.{props.minor}",
                 "memory_gb": round(props.total_memory / 2**30, 1), "sms": props.multi_processor_count,
                 "torch": torch.__version__, "cuda": torch.version.cuda, "library": str(self.lib.path),
-                "fp16_configs": configs, "fp32_kernel": fp32}
+                "configs": configs, "fp32_kernel": fp32,
+                "cubins": os.environ.get("TRT_RESTORE_CUBIN_DIR", "beside the library")}
 
     def synchronize(self) -> None:
         self.torch.cuda.synchronize()
@@ -153,7 +169,7 @@ class EmulatedOps:
     def attention(self, theta, phi, g, valid, compute: int, config: int = 0):
         torch = self.torch
         dtype = theta.dtype
-        if compute == self.k.COMPUTE_FP16 or (compute == self.k.COMPUTE_AUTO and dtype == torch.float16):
+        if compute == self.k.COMPUTE_FP16:
             rounded = [t.to(torch.float16).to(torch.float64) for t in (theta, phi, g)]
         else:
             rounded = [t.to(torch.float64) for t in (theta, phi, g)]
@@ -164,7 +180,7 @@ class EmulatedOps:
 
     def describe(self) -> dict:
         return {"device": "CPU emulation (no kernel was run)", "compute_capability": "n/a",
-                "torch": self.torch.__version__, "library": None, "fp16_configs": {}, "fp32_kernel": "emulated"}
+                "torch": self.torch.__version__, "library": None, "configs": {}, "fp32_kernel": "emulated"}
 
     def synchronize(self) -> None:
         pass
@@ -182,21 +198,19 @@ class EmulatedOps:
 # References (torch, float64 on the device of the inputs)
 # ------------------------------------------------------------------------------------------
 def reference_attention(theta, phi, g, valid, chunk: int = 2048):
-    """(B, C, N) -> (B, C, N): softmax over valid keys of theta_i . phi_j, applied to g; zero rows
-    when no key is valid. Computed in float64, query chunks bound the memory."""
+    """(B, C, N) -> (B, C, N), the original's formula in float64: p = softmax of theta_i . phi_j
+    over ALL keys, times the valid mask, each row / max(sum, 1e-12), applied to g (rows without
+    a valid key are 0). Query chunks bound the memory."""
     import torch
 
     theta, phi, g = (t.to(torch.float64) for t in (theta, phi, g))
     out = torch.zeros_like(theta)
     for b in range(theta.shape[0]):
-        keys = valid[b].reshape(-1).to(torch.float32) > 0.5
-        if not bool(keys.any()):
-            continue
-        k = phi[b][:, keys]
-        v = g[b][:, keys].T
+        keys = (valid[b].reshape(-1).to(torch.float32) > 0.5).to(torch.float64)
         for start in range(0, theta.shape[2], chunk):
-            logits = theta[b][:, start:start + chunk].T @ k
-            out[b][:, start:start + chunk] = (torch.softmax(logits, dim=1) @ v).T
+            p = torch.softmax(theta[b][:, start:start + chunk].T @ phi[b], dim=1) * keys[None, :]
+            p = p / p.sum(dim=1, keepdim=True).clamp_min(1e-12)
+            out[b][:, start:start + chunk] = (p @ g[b].T).T
     return out
 
 
@@ -269,6 +283,7 @@ class Report:
 
 def make_inputs(torch, device, batch: int, n: int, valid_fraction: float, dtype, seed: int, scale: float = 0.08,
                 valid_count: int | None = None):
+    """scale 0.08: logits of a few units; scale 1.1: logits up to ~+-130 (as the scratch vectors)."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
     theta, phi, g = (torch.randn(batch, 512, n, generator=gen) * s for s in (scale, scale, 1.0))
     if valid_count is not None:
@@ -281,39 +296,39 @@ def make_inputs(torch, device, batch: int, n: int, valid_fraction: float, dtype,
 
 def attention_checks(ops, report: Report, quick: bool) -> None:
     torch, k = ops.torch, ops.k
-    cases = [("n37_v60", 1, 37, 0.6, None), ("n1000_v90", 1, 1000, 0.9, None), ("n4099_v50", 1, 4099, 0.5, None),
-             ("batch2_n777", 2, 777, 0.7, None), ("no_valid_key", 1, 300, 0.0, None),
-             ("one_valid_key", 1, 515, 0.0, 1), ("n16384_v90", 1, 16384, 0.9, None)]
+    cases = [("n37_v60", 1, 37, 0.6, None, 0.08), ("n1000_v90", 1, 1000, 0.9, None, 0.08),
+             ("n4099_v50", 1, 4099, 0.5, None, 0.08), ("batch2_n777", 2, 777, 0.7, None, 0.08),
+             ("no_valid_key", 1, 300, 0.0, None, 0.08), ("one_valid_key", 1, 515, 0.0, 1, 0.08),
+             ("logits130_n2000_v80", 1, 2000, 0.8, None, 1.1), ("n16384_v90", 1, 16384, 0.9, None, 0.08),
+             ("n62500_v90", 1, 62500, 0.9, None, 0.08)]
     if quick:
-        cases = cases[:2] + cases[4:6]
-    configs = [k.CONFIG_AUTO] if ops.emulated else [k.CONFIG_AUTO, k.CONFIG_LARGE, k.CONFIG_MEDIUM, k.CONFIG_SMALL]
-    for label, batch, n, fraction, count in cases:
-        for io_name, dtype in (("fp32", torch.float32), ("fp16", torch.float16)):
-            theta, phi, g, valid = make_inputs(torch, ops.device, batch, n, fraction, dtype, seed=n + batch,
-                                               valid_count=count)
-            want = reference_attention(theta, phi, g, valid)
-            for compute in (k.COMPUTE_FP32, k.COMPUTE_FP16):
-                tol = FP32_TOL if compute == k.COMPUTE_FP32 and io_name == "fp32" else FP16_TOL
-                if compute == k.COMPUTE_FP32 and io_name == "fp16" and n > 5000:
-                    continue
-                for config in (configs if compute == k.COMPUTE_FP16 else [k.CONFIG_AUTO]):
-                    name = (f"attention {label} io={io_name} compute={'fp16' if compute else 'fp32'}"
-                            f" config={k.CONFIG_NAMES[config]}")
-                    try:
-                        got = ops.attention(theta, phi, g, valid, compute, config)
-                        ops.synchronize()
-                        err = relative_error(got, want)
-                        again = ops.attention(theta, phi, g, valid, compute, config)
-                        ops.synchronize()
-                        deterministic = bool(torch.equal(got, again))
-                        if fraction == 0.0 and count is None:  # no valid key: rows are exactly 0
-                            ok = float(got.abs().max()) == 0.0
-                        else:
-                            ok = err <= tol
-                        report.check(name, ok and deterministic, rel_error=err, tolerance=tol,
-                                     deterministic=deterministic)
-                    except Exception as err:  # noqa: BLE001 - report and go on
-                        report.error(name, err)
+        cases = cases[:2] + cases[4:7]
+    configs = [k.CONFIG_AUTO] if ops.emulated else [k.CONFIG_AUTO, k.CONFIG_MAIN, k.CONFIG_SMALL, k.CONFIG_NARROW]
+    for label, batch, n, fraction, count, scale in cases:
+        theta, phi, g, valid = make_inputs(torch, ops.device, batch, n, fraction, torch.float32, seed=n + batch,
+                                           valid_count=count, scale=scale)
+        want = reference_attention(theta, phi, g, valid)
+        for compute in (k.COMPUTE_AUTO, k.COMPUTE_FP32, k.COMPUTE_FP16):
+            if (compute == k.COMPUTE_FP16 and scale > 1) or (compute != k.COMPUTE_AUTO and n > 20000):
+                continue  # fp16 logits are known to be off at +-130 (the reason for fp16x3)
+            tol = FP16_TOL if compute == k.COMPUTE_FP16 else FP32_TOL
+            for config in (configs if compute == k.COMPUTE_AUTO and n < 20000 else [k.CONFIG_AUTO]):
+                name = f"attention {label} compute={COMPUTE_NAMES[compute]} config={k.CONFIG_NAMES[config]}"
+                try:
+                    got = ops.attention(theta, phi, g, valid, compute, config)
+                    ops.synchronize()
+                    err = relative_error(got, want)
+                    again = ops.attention(theta, phi, g, valid, compute, config)
+                    ops.synchronize()
+                    deterministic = bool(torch.equal(got, again))
+                    if fraction == 0.0 and count is None:  # no valid key: rows are exactly 0
+                        ok = float(got.abs().max()) == 0.0
+                    else:
+                        ok = err <= tol
+                    report.check(name, ok and deterministic, rel_error=err, tolerance=tol,
+                                 deterministic=deterministic)
+                except Exception as err:  # noqa: BLE001 - report and go on
+                    report.error(name, err)
 
 
 def _hole_mask(torch, batch, h, w, seed):
@@ -334,7 +349,7 @@ def patch_checks(ops, report: Report, quick: bool) -> None:
         gen = torch.Generator(device="cpu").manual_seed(h * w)
         x32 = torch.randn(batch, c, h, w, generator=gen)
         hole32 = _hole_mask(torch, batch, h, w, seed=h + w)
-        for io_name, dtype in (("fp32", torch.float32), ("fp16", torch.float16)):
+        for io_name, dtype in (("fp32", torch.float32),):
             x = x32.to(ops.device, dtype)
             hole = hole32.to(ops.device, dtype)
             for size in (8, 4, 2):
@@ -416,9 +431,10 @@ def scratch_vector_check(ops, report: Report, path: Path, meta: dict, arrays: di
         theta, phi, g = (m(x).flatten(2) for m in (block.theta, block.phi, block.g))
     want_att = reference_attention(theta, phi, g, valid.flatten(2))
     original = partial_nonlocal.masked_attention
-    for io_name, dtype, compute, tol_att in (("fp32", torch.float32, k.COMPUTE_FP32, FP32_TOL),
-                                             ("fp16", torch.float16, k.COMPUTE_FP16, FP16_TOL)):
-        name = f"vector {path.stem}: nl_in -> attention io={io_name} compute={io_name}"
+    for io_name, dtype, compute, tol_att in (("fp32", torch.float32, k.COMPUTE_AUTO, FP32_TOL),
+                                             ("fp32", torch.float32, k.COMPUTE_FP32, FP32_TOL),
+                                             ("fp32", torch.float32, k.COMPUTE_FP16, FP16_TOL)):
+        name = f"vector {path.stem}: nl_in -> attention compute={COMPUTE_NAMES[compute]}"
         try:
             got_att = ops.attention(*(t.to(dtype).contiguous() for t in (theta, phi, g, valid.flatten(2))), compute)
             ops.synchronize()
@@ -438,9 +454,9 @@ def scratch_vector_check(ops, report: Report, path: Path, meta: dict, arrays: di
                 out = block(x, mask)
             ops.synchronize()
             err = float((out - want_out).abs().max())
-            limit = tol if io_name == "fp32" else float("inf")
-            report.check(f"vector {path.stem}: nl_in -> nl_out io={io_name}", err <= limit, max_abs=err,
-                         tolerance=tol, gated=io_name == "fp32")
+            gated = compute != k.COMPUTE_FP16  # plain fp16 is known to miss the budget (0.02)
+            report.check(f"vector {path.stem}: nl_in -> nl_out io={io_name} compute={COMPUTE_NAMES[compute]}",
+                         err <= (tol if gated else float("inf")), max_abs=err, tolerance=tol, gated=gated)
         except Exception as err:  # noqa: BLE001
             report.error(name, err)
         finally:
@@ -463,7 +479,14 @@ def hr_vector_check(ops, report: Report, path: Path, meta: dict, arrays: dict) -
         x = self.res_block(z)
         b, c, h, w = x.shape
         hole = patch_attention.binarised_mask(mask, h, w)
-        composed = ops.patch_match(x.contiguous(), hole[:1].expand(b, 1, h, w).contiguous(), self.patch_size)
+        size = self.patch_size
+        hh, ww = h // size * size, w // size * size  # whole patches only, as the original's unfold
+        if not bool((torch.nn.functional.avg_pool2d(hole[:1], size) > patch_attention.HOLE_FRACTION).any()):
+            composed = x  # no hole patch: the original skips the fold
+        else:  # the original's fold leaves the uncovered bottom/right margins at 0
+            inner = ops.patch_match(x[:, :, :hh, :ww].contiguous(),
+                                    hole[:1, :, :hh, :ww].expand(b, 1, hh, ww).contiguous(), size)
+            composed = torch.nn.functional.pad(inner, (0, w - ww, 0, h - hh))
         return self.F_Combine(torch.cat((z, composed, hole), dim=1))
 
     name = f"vector {path.stem}: latent -> mapped with kernel patch match"
@@ -510,24 +533,25 @@ def peak_for(device_name: str) -> tuple[float | None, str | None]:
 def attention_timings(ops, report: Report, sizes: list[int], repeats: int, device_name: str) -> None:
     torch, k = ops.torch, ops.k
     peak, peak_name = peak_for(device_name)
-    configs = [k.CONFIG_AUTO] if ops.emulated else [k.CONFIG_AUTO, k.CONFIG_LARGE, k.CONFIG_MEDIUM, k.CONFIG_SMALL]
+    configs = [k.CONFIG_AUTO] if ops.emulated else [k.CONFIG_AUTO, k.CONFIG_SMALL, k.CONFIG_NARROW]
     for n in sizes:
-        theta, phi, g, valid = make_inputs(torch, ops.device, 1, n, 0.9, torch.float16, seed=7)
+        theta, phi, g, valid = make_inputs(torch, ops.device, 1, n, 0.9, torch.float32, seed=7)
         nv = int((valid > 0.5).sum())
         flops = 4.0 * n * nv * 512
-        runs = [(k.COMPUTE_FP16, c) for c in (configs if n == sizes[len(sizes) // 2] else [k.CONFIG_AUTO])]
+        runs = [(k.COMPUTE_AUTO, c) for c in (configs if n == sizes[len(sizes) // 2] else [k.CONFIG_AUTO])]
+        runs.append((k.COMPUTE_FP16, k.CONFIG_AUTO))
         if n <= 70000:
             runs.append((k.COMPUTE_FP32, k.CONFIG_AUTO))
         for compute, config in runs:
-            label = f"attention N={n} compute={'fp16' if compute else 'fp32'} config={k.CONFIG_NAMES[config]}"
+            label = f"attention N={n} compute={COMPUTE_NAMES[compute]} config={k.CONFIG_NAMES[config]}"
             try:
-                reps = repeats if compute == k.COMPUTE_FP16 else max(1, repeats // 3)
+                reps = repeats if compute != k.COMPUTE_FP32 else max(1, repeats // 3)
                 times = ops.time_ms(lambda: ops.attention(theta, phi, g, valid, compute, config), reps)
                 ms = float(np.median(times))
                 tflops = flops / (ms * 1e-3) / 1e12
-                record = {"name": label, "positions": n, "valid_keys": nv, "compute": "fp16" if compute else "fp32",
+                record = {"name": label, "positions": n, "valid_keys": nv, "compute": COMPUTE_NAMES[compute],
                           "config": k.CONFIG_NAMES[config], "ms_median": ms, "ms_all": times, "tflops": tflops}
-                if peak and compute == k.COMPUTE_FP16:
+                if peak and compute != k.COMPUTE_FP32:
                     record["fraction_of_dense_fp16_peak"] = tflops / peak
                     record["peak_assumed"] = f"{peak_name}: {peak} TFLOP/s"
                 report.timings.append(record)
@@ -538,10 +562,10 @@ def attention_timings(ops, report: Report, sizes: list[int], repeats: int, devic
 
 def patch_timings(ops, report: Report, side: int, repeats: int) -> None:
     torch = ops.torch
-    x = torch.randn(1, 512, side, side, device=ops.device, dtype=torch.float16)
-    hole = _hole_mask(torch, 1, side, side, seed=3).to(ops.device, torch.float16)
+    x = torch.randn(1, 512, side, side, device=ops.device, dtype=torch.float32)
+    hole = _hole_mask(torch, 1, side, side, seed=3).to(ops.device, torch.float32)
     for size in (8, 4, 2):
-        label = f"patch_match {side}x{side} latent size={size} io=fp16"
+        label = f"patch_match {side}x{side} latent size={size} io=fp32"
         try:
             times = ops.time_ms(lambda: ops.patch_match(x, hole, size), repeats)
             record = {"name": label, "ms_median": float(np.median(times)), "ms_all": times,
@@ -556,8 +580,7 @@ def patch_timings(ops, report: Report, side: int, repeats: int) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lib", type=Path, help="libtrt_restore_kernels.so (or the plugin library)")
-    parser.add_argument("--reference", type=Path,
-                        default=Path(os.environ.get("TRT_RESTORE_REFERENCE", REPO.parent / "shared" / "reference")))
+    parser.add_argument("--reference", type=Path, default=default_reference())
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", REPO / "benchmarks" / "out")))
     parser.add_argument("--sizes", default="16000,62500,125000", help="attention timing sizes N (positions)")
     parser.add_argument("--repeats", type=int, default=5)
@@ -604,11 +627,12 @@ def main(argv=None) -> int:
     failed = [c["name"] for c in report.checks if not c["ok"]]
     goals = {}
     for t in report.timings:
-        if t["name"].startswith("attention N=62500 compute=fp16 config=auto"):
-            goals = {"attention_1mp_ms": t["ms_median"], "attention_1mp_under_50ms": t["ms_median"] < 50,
-                     "attention_1mp_tflops": t["tflops"],
-                     "fraction_of_dense_fp16_peak": t.get("fraction_of_dense_fp16_peak"),
-                     "at_least_30_percent_of_peak": (t.get("fraction_of_dense_fp16_peak") or 0) >= 0.30}
+        for compute in ("auto", "fp16"):  # auto = the shipped default (fp16x3)
+            if t["name"].startswith(f"attention N=62500 compute={compute} config=auto"):
+                goals[compute] = {"attention_1mp_ms": t["ms_median"], "attention_1mp_under_50ms": t["ms_median"] < 50,
+                                  "attention_1mp_tflops": t["tflops"],
+                                  "fraction_of_dense_fp16_peak": t.get("fraction_of_dense_fp16_peak"),
+                                  "at_least_30_percent_of_peak": (t.get("fraction_of_dense_fp16_peak") or 0) >= 0.30}
     result = {"info": info, "summary": {"checks": len(report.checks), "failed": len(failed), "failed_names": failed,
                                         "seconds": round(time.time() - started, 1)},
               "goals": goals, "checks": report.checks, "timings": report.timings,

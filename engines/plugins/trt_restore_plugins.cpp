@@ -1,14 +1,14 @@
 // TensorRT plugins of trt-restore (IPluginV3 with the V3One core/build/runtime capabilities):
 //
 //   TrtRestoreMaskedAttention (version "1"): inputs theta, phi, g (B, 512, H, W) and valid
-//       (B, 1, H, W); output attended (B, 512, H, W). Field "compute" (int32): -1 auto (fp16
-//       tensor cores for fp16 tensors, fp32 for fp32), 0 fp32, 1 fp16 storage + fp32 accumulation.
+//       (B, 1, H, W); output attended (B, 512, H, W). Field "compute" (int32): -1 auto (the
+//       default fp16x3 split products, ~fp32 accuracy), 0 ieee fp32, 1 plain fp16 products.
 //   TrtRestorePatchMatch (version "1"): inputs x (B, C, H, W) and hole (B, 1, H, W); output the
 //       composed tensor (B, C, H, W). Field "patch_size" (int32, default 2).
 //
-// Both are fp32 or fp16 (all tensors of one node share the type), linear NCHW, and have output
-// shape = input shape (no data-dependent shapes). The kernels are the C entry points of
-// trt_restore_kernels.h. The library exports getCreators/setLoggerFinder, so it loads with
+// Both take fp32 tensors, linear NCHW, and have output shape = input shape (no data-dependent
+// shapes). The kernels are the C entry points of trt_restore_kernels.h, which launch the Triton
+// AOT cubins through the CUDA driver API on TensorRT's stream. The library exports getCreators/setLoggerFinder, so it loads with
 // IPluginRegistry::loadLibrary (trtexec --dynamicPlugins, Python registry.load_library) and can
 // be serialised into version-compatible plans. It needs no symbol from libnvinfer.
 #include "trt_restore_kernels.h"
@@ -62,7 +62,7 @@ int toIoDtype(DataType type)
 
 bool isSupportedType(DataType type)
 {
-    return type == DataType::kFLOAT || type == DataType::kHALF;
+    return type == DataType::kFLOAT;
 }
 
 // Reads an int32 field; returns false if the field is present with the wrong type.

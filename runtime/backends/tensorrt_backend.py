@@ -8,8 +8,9 @@
 - one stream: async host->device copies, execute_async_v3, async device->host copies, one
   synchronisation per call;
 - the attention steps between the split graphs (masked nonlocal attention, HR patch match)
-  run on the GPU through the C entry points of the plugin library when it is available
-  (`masked_attention` / `patch_match`), else in numpy like the CPU backend.
+  run on the GPU with the shipped Triton AOT cubins, loaded through cuda-python's driver API
+  (engines/kernels/launch.py); a GPU without a cubin for its compute capability, or a missing
+  driver binding, is logged in one line and the steps run in numpy like the CPU backend.
 Calls are serialised by a lock (one stream, shared buffers): use one backend per thread for
 parallel inference.
 """
@@ -27,6 +28,7 @@ from ..engines.cache import EngineCache, model_digest
 from ..engines.environment import (GpuUnavailable, TensorRTUnavailable, _cudart, gpu_info, import_tensorrt,
                                    tensorrt_version)
 from ..engines import kernels
+from ..engines.kernels import launch as aot_launch
 from ..engines.profiles import Profile
 from ..model_store import GRAPHS_FOR_MODE, ModelStore, ModelStoreError
 
@@ -106,18 +108,20 @@ class TrtBackend:
         _call(self._cudart.cudaSetDevice(device), "cudaSetDevice")
         self._logger = self._trt.Logger(self._trt.Logger.WARNING)
         self._runtime = self._trt.Runtime(self._logger)
-        self.kernels = None
-        self.kernel_note = "attention in numpy (no trt-restore kernel library found; see engines/README.md)"
         library = kernels.find_library(plugin_library)
-        if library is not None:
+        if library is not None:  # the TensorRT plugins, for engines that contain them
             try:
-                self.kernels = kernels.KernelLibrary(library)
-                if self.kernels.has_plugins:
-                    self._runtime.get_plugin_registry().load_library(str(library))
-                self.kernel_note = f"attention on the GPU ({library.name})"
-            except (kernels.KernelError, RuntimeError, AttributeError) as err:
-                self.kernels = None
-                self.kernel_note = f"attention in numpy (kernel library unusable: {err})"
+                self._runtime.get_plugin_registry().load_library(str(library))
+            except (RuntimeError, AttributeError) as err:
+                logger.warning("TensorRT plugin library %s not loaded: %s", library, err)
+        self.kernels = None
+        try:
+            major, minor = (int(v) for v in self.gpu.compute_capability.split("."))
+            self.kernels = aot_launch.AotKernels(major, minor)
+            self.kernel_note = f"attention on the GPU ({self.kernels.describe()})"
+        except (aot_launch.KernelUnavailable, OSError, ValueError) as err:
+            self.kernel_note = f"attention in numpy ({err})"
+            logger.warning("TensorRT backend: %s", self.kernel_note)
         self._stream = _call(self._cudart.cudaStreamCreate(), "cudaStreamCreate")
         self._engines: dict[str, tuple] = {}
         self._device: dict[tuple[str, str], tuple[int, int]] = {}
@@ -236,10 +240,7 @@ class TrtBackend:
         self._sync()
         return {name: view.astype(np.float32, copy=True) for name, (_, _, view, _) in outputs.items()}
 
-    # ---- attention steps (C entry points of the kernel library) ---------------------------
-    def _compute(self) -> int:
-        return kernels.COMPUTE_FP32 if self.precision == "fp32" else kernels.COMPUTE_FP16
-
+    # ---- attention steps (Triton AOT cubins, engines/kernels/launch.py) --------------------
     def masked_attention(self, theta: np.ndarray, phi: np.ndarray, g: np.ndarray, key_valid: np.ndarray,
                          chunk_bytes: int | None = None) -> np.ndarray:
         """Same contract as trt_restore.attention.masked_attention: (C, N) arrays in, (C, N) out."""
@@ -252,7 +253,7 @@ class TrtBackend:
         with self._lock:
             ptrs = {}
             for name, value in (("theta", theta), ("phi", phi), ("g", g),
-                                ("valid", key_valid.astype(np.float32).reshape(1, positions))):
+                                ("valid", key_valid.astype(np.float32))):
                 hptr, view = self._host_view(("attention", name), np.float32, value.shape)
                 np.copyto(view, value, casting="unsafe")
                 dptr = self._device_buffer(("attention", name), view.nbytes)
@@ -260,11 +261,10 @@ class TrtBackend:
                 ptrs[name] = dptr
             out_bytes = channels * positions * 4
             out = self._device_buffer(("attention", "out"), out_bytes)
-            ws_bytes = self.kernels.attention_workspace_size(1, channels, positions, kernels.FLOAT32, self._compute())
-            ws = self._device_buffer(("attention", "workspace"), ws_bytes)
-            self.kernels.masked_attention(ptrs["theta"], ptrs["phi"], ptrs["g"], ptrs["valid"], out, 1, channels,
-                                          positions, kernels.FLOAT32, self._compute(), ws, ws_bytes,
-                                          int(self._stream))
+            ws = self._device_buffer(("attention", "workspace"), self.kernels.attention_workspace_bytes(positions))
+            precision = "ieee" if self.precision == "fp32" else aot_launch.configs.DEFAULT_PRECISION  # fp16x3
+            self.kernels.masked_attention(ptrs["theta"], ptrs["phi"], ptrs["g"], ptrs["valid"], out, positions, ws,
+                                          int(self._stream), precision=precision)
             hptr, view = self._host_view(("attention", "out"), np.float32, (channels, positions))
             self._copy(hptr, out, out_bytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost)
             self._sync()
@@ -288,10 +288,11 @@ class TrtBackend:
                 ptrs[name] = dptr
             nbytes = x.size * 4
             out = self._device_buffer(("patch", "out"), nbytes)
-            ws_bytes = self.kernels.patch_match_workspace_size(1, channels, height, width, size)
-            ws = self._device_buffer(("patch", "workspace"), ws_bytes)
-            self.kernels.patch_match(ptrs["x"], ptrs["hole"], out, 1, channels, height, width, size, kernels.FLOAT32,
-                                     ws, ws_bytes, int(self._stream))
+            patches = (height // size) * (width // size)
+            ws = self._device_buffer(("patch", "workspace"), self.kernels.patch_workspace_bytes(patches))
+            self._copy(out, ptrs["x"], nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice)
+            self.kernels.patch_match(ptrs["x"], ptrs["hole"], out, channels, height, width, size, ws,
+                                     int(self._stream))
             hptr, view = self._host_view(("patch", "out"), np.float32, x.shape)
             self._copy(hptr, out, nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost)
             self._sync()

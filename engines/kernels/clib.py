@@ -1,10 +1,11 @@
-"""The CUDA kernels from Python: building the libraries with nvcc and calling the C entry points.
+"""The C library of the kernels from Python: building it with g++ and calling its entry points.
 
-`engines/plugins/trt_restore_kernels.cu` is compiled into either
-  - libtrt_restore_kernels.so  (kernels + C API; CUDA only), or
+`engines/plugins/trt_restore_kernels.cpp` (the C API of trt_restore_kernels.h: it launches the
+Triton AOT cubins through the CUDA driver API, opened with dlopen) is compiled into either
+  - libtrt_restore_kernels.so  (C API only; CUDA headers), or
   - libtrt_restore_plugins.so  (the same + the TensorRT IPluginV3 plugins; TensorRT headers).
-Both export the C API of trt_restore_kernels.h, so `KernelLibrary` loads either with ctypes.
-Nothing here imports torch, numpy or a CUDA binding: pointers and streams are plain ints.
+No CUDA code is compiled: no nvcc, no -gencode. `KernelLibrary` loads either with ctypes.
+Nothing here imports torch, numpy, Triton or a CUDA binding: pointers and streams are ints.
 """
 from __future__ import annotations
 
@@ -15,18 +16,51 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PLUGIN_DIR = Path(__file__).resolve().parent / "plugins"
-KERNEL_SOURCE = PLUGIN_DIR / "trt_restore_kernels.cu"
+__all__ = [
+    "API_VERSION",
+    "COMPUTE_AUTO",
+    "COMPUTE_FP16",
+    "COMPUTE_FP32",
+    "CONFIG_AUTO",
+    "CONFIG_MAIN",
+    "CONFIG_NAMES",
+    "CONFIG_NARROW",
+    "CONFIG_SMALL",
+    "CUBIN_DIR",
+    "DEFAULT_ARCHES",
+    "EXAMPLE_SOURCE",
+    "FLOAT16",
+    "FLOAT32",
+    "KERNEL_SOURCE",
+    "LIBRARY_ENV",
+    "PLUGIN_DIR",
+    "PLUGIN_SOURCE",
+    "STATUS",
+    "BuildError",
+    "BuildSpec",
+    "KernelError",
+    "KernelLibrary",
+    "build",
+    "cuda_include_dir",
+    "default_library_dir",
+    "detect_arches",
+    "find_library",
+    "find_nvcc",
+]
+
+PLUGIN_DIR = Path(__file__).resolve().parents[1] / "plugins"
+CUBIN_DIR = Path(__file__).resolve().parent / "cubins"  # the cubins and the generated kernel table
+KERNEL_SOURCE = PLUGIN_DIR / "trt_restore_kernels.cpp"
 PLUGIN_SOURCE = PLUGIN_DIR / "trt_restore_plugins.cpp"
-EXAMPLE_SOURCE = Path(__file__).resolve().parents[1] / "examples" / "trt_infer.cpp"
+EXAMPLE_SOURCE = Path(__file__).resolve().parents[2] / "examples" / "trt_infer.cpp"
 DEFAULT_ARCHES = ("80", "86", "87", "89", "90")
 LIBRARY_ENV = "TRT_RESTORE_PLUGIN_LIB"
-API_VERSION = 1
+API_VERSION = 2
 
 FLOAT32, FLOAT16 = 0, 1
 COMPUTE_AUTO, COMPUTE_FP32, COMPUTE_FP16 = -1, 0, 1
-CONFIG_AUTO, CONFIG_LARGE, CONFIG_MEDIUM, CONFIG_SMALL = 0, 1, 2, 3
-CONFIG_NAMES = {CONFIG_AUTO: "auto", CONFIG_LARGE: "large", CONFIG_MEDIUM: "medium", CONFIG_SMALL: "small"}
+CONFIG_AUTO, CONFIG_MAIN, CONFIG_SMALL, CONFIG_NARROW = 0, 1, 2, 3  # configs.CONFIG_IDS
+CONFIG_NAMES = {CONFIG_AUTO: "auto", CONFIG_MAIN: "main", CONFIG_SMALL: "small", CONFIG_NARROW: "narrow"}
 STATUS = {0: "success", 1: "invalid argument", 2: "workspace too small", 3: "unsupported shape or device"}
 
 
@@ -47,27 +81,28 @@ class BuildError(RuntimeError):
 # ------------------------------------------------------------------------------------------
 @dataclass
 class BuildSpec:
-    """An nvcc/g++ invocation for one artefact. `kind`: kernels | plugins | object."""
+    """A g++ invocation for one artefact. `kind`: kernels | plugins | object."""
 
     kind: str
     output: Path
-    arches: tuple[str, ...] = DEFAULT_ARCHES
     trt_include: Path | None = None
     werror: bool = False
-    nvcc: str = "nvcc"
+    cxx: str = "g++"
+    cuda_include: Path | None = None
     extra: tuple[str, ...] = field(default_factory=tuple)
 
     def command(self) -> list[str]:
-        host_flags = "-fPIC,-fvisibility=hidden,-Wall,-Wextra" + (",-Werror" if self.werror else "")
-        cmd = [self.nvcc, "-std=c++17", "-O3", "-lineinfo", f"-Xcompiler={host_flags}"]
+        cmd = [self.cxx, "-std=c++17", "-O2", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wpedantic"]
         if self.werror:
-            cmd.append("-Werror=all-warnings")
-        for arch in self.arches:
-            cmd += ["-gencode", f"arch=compute_{arch},code=sm_{arch}"]
-        cmd += ["-I", str(PLUGIN_DIR)]
+            cmd.append("-Werror")
+        cmd += ["-I", str(PLUGIN_DIR), "-I", str(CUBIN_DIR), f'-DTRTR_CUBIN_DIR="{CUBIN_DIR}"']
+        include = self.cuda_include or cuda_include_dir()
+        if include is None:
+            raise BuildError("CUDA headers (cuda.h, cuda_runtime_api.h) not found: set CUDA_HOME")
+        cmd += ["-isystem", str(include)]
         if self.kind == "object":
             return cmd + ["-c", str(KERNEL_SOURCE), "-o", str(self.output), *self.extra]
-        cmd += ["-shared", "-Xlinker=--no-undefined"]
+        cmd += ["-shared", "-Wl,--no-undefined"]
         sources = [str(KERNEL_SOURCE)]
         if self.kind == "plugins":
             if self.trt_include is None:
@@ -76,7 +111,7 @@ class BuildSpec:
             sources.append(str(PLUGIN_SOURCE))
         elif self.kind != "kernels":
             raise BuildError(f"unknown build kind {self.kind!r}")
-        return cmd + sources + ["-o", str(self.output), *self.extra]
+        return cmd + sources + ["-o", str(self.output), "-ldl", *self.extra]
 
 
 def find_nvcc() -> str | None:
