@@ -10,7 +10,8 @@ from typing import Optional
 
 import typer
 
-from . import __version__
+from . import __version__, cli_checks, file_options
+from .modes import mode_of_flags
 
 app = typer.Typer(
     name="trt-restore",
@@ -96,7 +97,7 @@ def reference_restore_command(
     from .export.reference_pipeline import TorchGlobalRestorer
     from .io import read_image, write_image
 
-    mode = "hr" if hr else "scratch" if scratch else "quality"
+    mode = mode_of_flags(scratch=scratch, hr=hr)
     restorer = TorchGlobalRestorer(weights, mode)
     failures = 0
     with _progress() as progress:
@@ -118,13 +119,13 @@ DEFAULT_MODELS_HELP = "Exported model directory (default: $TRT_RESTORE_MODELS or
 @app.command("restore")
 def restore_command(
     inputs: list[str] = typer.Argument(..., help="Photos, folders of photos, or quoted globs ('scans/*.tif')."),
-    output_dir: Path = typer.Option(..., "--output", "-o", help="Folder for the restored photos (PNG, same stem)."),
+    output_dir: Path = typer.Option(..., "--output", "-o", help="Folder for the restored photos (same stem; --format chooses the type)."),
     scratch: bool = typer.Option(False, "--scratch", help="Detect scratches and inpaint them (scratch mode)."),
     hr: bool = typer.Option(False, "--hr", help="Scratch mode with patch attention, for high-resolution photos "
-                            "(sides are rounded to multiples of 32)."),
+                            "(sides are rounded to multiples of 16, as the original does)."),
     backend: str = typer.Option("auto", "--backend", help="auto | ort | trt. auto uses TensorRT when a GPU and "
                                 "engines are present, else onnxruntime on the CPU."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 | fp16 | int8 (default: fp16 on "
+    precision: Optional[str] = typer.Option(None, "--precision", envvar="TRT_RESTORE_PRECISION", help="fp32 | fp16 | int8 (default: fp16 on "
                                             "TensorRT, fp32 on onnxruntime). int8 on onnxruntime runs the Q/DQ "
                                             "models of `trt-restore quantize`."),
     models: Optional[Path] = typer.Option(None, "--models", "-m", help=DEFAULT_MODELS_HELP),
@@ -137,10 +138,11 @@ def restore_command(
                                      "<stem>_face<k>_crop.png and <stem>_face<k>_enhanced.png."),
     minmax: bool = typer.Option(False, "--minmax", help="Min-max stretch each output like the original's "
                                 "save_image(normalize=True); default clips to the valid range."),
-    tile: str = typer.Option("auto", "--tile", help="auto: exact strip-by-strip execution when a photo would "
-                             "not fit --max-memory; on: always; off: never; N: strips of N image rows. Tiled output equals "
-                             "untiled output (InstanceNorm statistics stay full-frame)."),
-    max_memory: str = typer.Option("4G", "--max-memory", help="Memory budget for one photo, e.g. 4G, 1500M."),
+    tile: str = typer.Option("auto", "--tile", callback=cli_checks.tile_option, help="auto: exact strip-by-strip "
+                             "execution when a photo would not fit --max-memory; on: always; off: never; N: strips of "
+                             "N image rows. Tiled output equals untiled output (InstanceNorm statistics stay full-frame)."),
+    max_memory: str = typer.Option("4G", "--max-memory", callback=cli_checks.memory_option,
+                                   help="Memory budget for one photo, e.g. 4G, 1500M (at least 664M)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (default: skip photos "
                                    "whose output exists, so an interrupted batch resumes)."),
     faces: Optional[bool] = typer.Option(None, "--faces/--no-faces", help="Enhance faces (default: on when the "
@@ -150,6 +152,12 @@ def restore_command(
                                       "best available (SCRFD, then dlib)."),
     face_detector_model: Optional[Path] = typer.Option(None, "--face-detector-model", help="Model file of the "
                                                        "face detector (needed for yunet)."),
+    fmt: str = file_options.FORMAT,
+    quality: Optional[int] = file_options.QUALITY,
+    output_profile: str = file_options.OUTPUT_PROFILE,
+    keep_depth: bool = file_options.KEEP_DEPTH,
+    depth_threshold: int = file_options.DEPTH_THRESHOLD,
+    network_size: bool = file_options.NETWORK_SIZE,
 ) -> None:
     """Restore photos (global stage: quality, scratch or HR mode; then faces) with the exported models.
 
@@ -157,8 +165,10 @@ def restore_command(
     goes on. Exit code 0 when all photos were restored, 1 when some failed, 2 on usage errors.
     Outputs are written atomically; an input is never overwritten."""
     from .inputs import expand_inputs, output_path
-    from .io import read_image, write_image
+    from .io import read_image, read_photo, write_image
     from .restorer import DEFAULT_MODELS, Restorer
+
+    out_options = file_options.build(fmt, quality, output_profile, keep_depth, depth_threshold, network_size)
 
     photos, problems = expand_inputs(inputs)
     for problem in problems:
@@ -166,7 +176,21 @@ def restore_command(
     if not photos:
         typer.echo("error: no input photos", err=True)
         raise typer.Exit(2)
-    mode = "hr" if hr else "scratch" if scratch else "quality"
+    bad_output = cli_checks.output_dir_problem(output_dir)
+    if bad_output:
+        typer.echo(f"error: {bad_output}", err=True)
+        raise typer.Exit(2)
+    collisions = cli_checks.output_collisions(photos, lambda p: output_path(p, output_dir, ext=out_options.suffix))
+    for problem in collisions:  # x.jpg and x.jpeg -> x.png: refused before anything runs
+        typer.echo(f"error: {problem}", err=True)
+    if collisions:
+        raise typer.Exit(2)
+    import warnings
+
+    from PIL import Image
+
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)  # io's own pixel limit reports it
+    mode = mode_of_flags(scratch=scratch, hr=hr)
     if precision not in (None, "fp32", "fp16", "int8"):
         typer.echo(f"error: --precision must be fp32, fp16 or int8, not {precision!r}", err=True)
         raise typer.Exit(2)
@@ -174,11 +198,12 @@ def restore_command(
         restorer = Restorer(models or DEFAULT_MODELS, backend=backend, mode=mode, threads=threads, stretch=minmax,
                             precision=precision,
                             tile=tile, max_memory=max_memory, faces=faces, face_detector=face_detector,
-                            face_detector_model=face_detector_model)
+                            face_detector_model=face_detector_model,
+                            output_size="network" if network_size else "input")
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2)
-    reason = getattr(restorer.backend, "fallback_reason", None)
+    reason = restorer.backend.fallback_reason
     typer.echo(f"{mode} mode on {restorer.backend.describe()}" + (f" ({reason})" if reason else ""), err=True)
     typer.echo(restorer.face_note, err=True)
     inputs_resolved = {p.resolve() for p in photos}
@@ -187,7 +212,7 @@ def restore_command(
     with _progress() as progress:
         batch = progress.add_task(f"restoring ({mode})", total=len(photos))
         for photo in photos:
-            target = output_path(photo, output_dir)
+            target = output_path(photo, output_dir, ext=out_options.suffix)
             progress.update(batch, description=f"{photo.name}")
             if target.resolve() in inputs_resolved:
                 typer.echo(f"error: {photo}: output {target} would overwrite an input; choose another -o", err=True)
@@ -199,7 +224,8 @@ def restore_command(
                 progress.advance(batch)
                 continue
             try:
-                image = read_image(photo)
+                photo_in = read_photo(photo, keep_high=keep_depth)
+                image = photo_in.pixels
                 user_mask = None
                 if masks is not None and mode != "quality":
                     candidates = sorted(masks.glob(f"{photo.stem}.*"))
@@ -213,7 +239,7 @@ def restore_command(
                     for k, face in enumerate(result.faces.enhanced_faces, start=1):
                         write_image(output_path(photo, output_dir, f"_face{k}_crop"), face.crop)
                         write_image(output_path(photo, output_dir, f"_face{k}_enhanced"), face.enhanced)
-                write_image(target, result.restored)
+                write_image(target, result.restored, photo_in.info, out_options)
             except Exception as err:  # noqa: BLE001 - one bad photo must not stop the batch
                 failures += 1
                 message = str(err) if str(photo) in str(err) else f"{photo}: {err}"
@@ -275,6 +301,10 @@ from .engines.cli import build_engines_command  # noqa: E402 - implementation li
 
 app.command("build-engines")(build_engines_command)
 
+from .engines.kernels.cli import build_kernels_command  # noqa: E402 - lives in engines/kernels/
+
+app.command("build-kernels")(build_kernels_command)
+
 from .calibration.cli import calibrate_data_command, quantize_command  # noqa: E402 - lives in calibration/
 
 app.command("calibrate-data")(calibrate_data_command)
@@ -283,6 +313,10 @@ app.command("quantize")(quantize_command)
 from .benchmarks.cli import bench_command  # noqa: E402 - lives in benchmarks/
 
 app.command("bench")(bench_command)
+
+from .conformance.cli import conformance_command  # noqa: E402 - lives in runtime/conformance/
+
+app.command("conformance")(conformance_command)
 
 
 def _register_serving() -> None:
@@ -295,11 +329,18 @@ def _register_serving() -> None:
 
 _register_serving()
 
+from .kiosk.commands import kiosk_app  # noqa: E402 - systemd units for an unattended kiosk
+
+app.add_typer(kiosk_app, name="kiosk")
+
 
 def _progress():
+    """Progress bar and per-file errors on stderr (diagnostics never mix with results on stdout)."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=Console(stderr=True))
 
 
 def main() -> None:

@@ -70,13 +70,38 @@ def to_gray(image_u8: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(image_u8).convert("L"))
 
 
-def detection_size(height: int, width: int, short_side: int = 256) -> tuple[int, int]:
-    """Size the detection UNet runs at: short side 256, both sides rounded to 16."""
+# The detection UNet runs outside the tiling budget (~2 KB per detection pixel, measured:
+# 256x8000 took 4.1 GB). The original scales the short side to 256 whatever the long side,
+# so a 16x4000 strip became 256x64000 (23 GB). The long side is capped instead: photos up
+# to 8:1 keep the original's size exactly, longer ones are detected at 2048 px on the long
+# side (at most 256x2048 = 0.5 MP, ~1 GB) and the mask is upsampled to the photo as usual.
+DETECTION_MAX_LONG_SIDE = 2048
+# Longer strips than this are refused before anything big is allocated (one-line reason).
+MAX_ASPECT = 64.0
+
+
+def detection_size(height: int, width: int, short_side: int = 256,
+                   max_long_side: int = DETECTION_MAX_LONG_SIDE) -> tuple[int, int]:
+    """Size the detection UNet runs at: short side 256 (the original's rule), unless the long
+    side would exceed `max_long_side`, then scaled down to it; both sides rounded to 16."""
     if height < width:
         th, tw = short_side, width / height * short_side
     else:
         th, tw = height / width * short_side, short_side
+    longest = max(th, tw)
+    if longest > max_long_side:
+        th, tw = th * max_long_side / longest, tw * max_long_side / longest
     return round_to_multiple(th, 16), round_to_multiple(tw, 16)
+
+
+def check_aspect(height: int, width: int, name: str = "image", max_aspect: float = MAX_ASPECT) -> None:
+    """Refuse extreme strips (1xN, 16x4000, ...) with one line, from the size alone."""
+    if height <= 0 or width <= 0:
+        raise ValueError(f"{name} {width}x{height} is empty")
+    ratio = max(height, width) / min(height, width)
+    if ratio > max_aspect:
+        raise ValueError(f"{name} {width}x{height} has an aspect ratio of {ratio:.0f}:1; at most "
+                         f"{max_aspect:.0f}:1 is supported (crop or pad the photo)")
 
 
 def output_to_u8(x: np.ndarray, stretch: bool = False) -> np.ndarray:

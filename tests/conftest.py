@@ -67,3 +67,13 @@ def exported_models(synthetic_release, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("models")
     export_all(ExportPlan(synthetic_release.root, out, tuple(g for g in GRAPHS if g.multiple < 256)))
     return out
+
+
+SLOW_TIMEOUT = 3600  # seconds; the suite-wide default (pyproject.toml `timeout`) is for the fast tests
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests (by hand) get a longer bound than the fast suite's default, unless they set one."""
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT))

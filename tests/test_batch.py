@@ -92,7 +92,10 @@ def test_rerun_skips_finished_outputs_and_records_everything(tmp_path):
     assert len(lines) == 6 + 7 and len({line["run"] for line in lines}) == 2
     with open(out / "manifest.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 7 and sorted(r["status"] for r in rows) == ["failed"] + ["ok"] + ["skipped"] * 5
+    # a rerun keeps the first run's facts: restored files stay "ok" with their size (issue 16)
+    assert len(rows) == 7 and sorted(r["status"] for r in rows) == ["failed"] + ["ok"] * 6
+    assert all(r["width"] == "48" for r in rows if r["status"] == "ok")
+    assert sorted(line["status"] for line in lines[6:]) == ["failed", "ok"] + ["skipped"] * 5  # the log is honest
 
     # --overwrite redoes everything
     third = run_batch([str(tmp_path / "in")], out, options(), restorer=Negative(), overwrite=True)
@@ -164,8 +167,10 @@ def test_killed_job_completes_on_rerun_exactly_once(serve_models, tmp_path):
     for photo in photos:
         assert Image.open(out / photo.name).size == (64, 64)
     with open(out / "manifest.csv", newline="") as handle:
-        assert sorted(r["status"] for r in csv.DictReader(handle)) == ["ok"] * (12 - len(done_before)) + \
-            ["skipped"] * len(done_before)
+        # restored in either run: "ok" (a rerun keeps the first run's facts); skipped only when
+        # the killed run finished the file without recording it
+        assert sorted(r["status"] for r in csv.DictReader(handle)) == ["ok"] * len(restored) + \
+            ["skipped"] * (12 - len(restored))
 
 
 def test_runtime_and_cli_work_without_serving_packages():

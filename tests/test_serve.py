@@ -204,7 +204,8 @@ def test_api_key():
         assert client.post("/v1/restore", content=data, headers={"X-API-Key": "wrong"}).status_code == 401
         assert client.post("/v1/restore", content=data, headers={"X-API-Key": "s3cret"}).status_code == 200
         assert client.post("/v1/restore", content=data, headers={"Authorization": "Bearer s3cret"}).status_code == 200
-        assert client.get("/healthz").status_code == 200 and client.get("/v1/info").json()["auth_required"]
+        assert client.get("/healthz").status_code == 200 and client.get("/v1/info").status_code == 401
+        assert client.get("/v1/info", headers={"X-API-Key": "s3cret"}).json()["auth_required"]
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0")
     check_bind("127.0.0.1", None, False)
@@ -225,16 +226,18 @@ def test_queue_full_answers_429_with_retry_after():
         results = []
         threads = [threading.Thread(target=lambda: results.append(
             client.post("/v1/restore", content=png_bytes(photo())).status_code)) for _ in range(3)]
-        for thread in threads:
-            thread.start()
-        deadline = time.monotonic() + 20
-        while engine.stats()["queued"] + engine.stats()["running"] < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert engine.stats()["queued"] == 2, engine.stats()
-        response = client.post("/v1/restore", content=png_bytes(photo()))
-        assert response.status_code == 429 and int(response.headers["retry-after"]) >= 1
-        assert client.get("/readyz").json()["queued"] == 2
-        gate.set()
+        try:
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + 20
+            while engine.stats()["queued"] + engine.stats()["running"] < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert engine.stats()["queued"] == 2, engine.stats()
+            response = client.post("/v1/restore", content=png_bytes(photo()))
+            assert response.status_code == 429 and int(response.headers["retry-after"]) >= 1
+            assert client.get("/readyz").json()["queued"] == 2
+        finally:
+            gate.set()  # a failed check must not leave the worker blocked (the client's exit would wait)
         for thread in threads:
             thread.join(10)
         assert results == [200, 200, 200]

@@ -54,11 +54,31 @@ class RestoreOptions:
     tile: str = "auto"
     max_memory: str = "4G"
     minmax: bool = False
+    format: str = "png"  # output file: see io.WriteOptions
+    quality: int | None = None
+    output_profile: str = "srgb"
+    keep_depth: bool = False
+    depth_threshold: int = 2
+    output_size: str = "input"  # or "network" (the original's side multiples)
+
+    def write_options(self):
+        from ..io import WriteOptions
+
+        return WriteOptions(format=self.format, quality=self.quality, profile=self.output_profile,
+                            keep_depth=self.keep_depth, depth_threshold=self.depth_threshold).validate()
 
 
 # ------------------------------------------------------------------------------ planning
-def _walk(folder: Path, recursive: bool) -> Iterator[Path]:
-    """Image files under `folder` in sorted order, streamed folder by folder."""
+def is_output_folder(folder: Path) -> bool:
+    """A folder a batch run has written to (its lock or manifest is there): never an input."""
+    return (folder / LOCK_NAME).exists() or (folder / MANIFEST_JSONL).exists()
+
+
+def _walk(folder: Path, recursive: bool, top: bool = True) -> Iterator[Path]:
+    """Image files under `folder` in sorted order, streamed folder by folder; subfolders that
+    hold an earlier run's outputs are left out (an -o inside the input tree)."""
+    if not top and is_output_folder(folder):
+        return
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError:
@@ -72,12 +92,13 @@ def _walk(folder: Path, recursive: bool) -> Iterator[Path]:
         elif recursive and entry.is_dir(follow_symlinks=False):
             subfolders.append(Path(entry.path))
     for sub in subfolders:
-        yield from _walk(sub, recursive)
+        yield from _walk(sub, recursive, top=False)
 
 
-def plan(inputs: Iterable[str], output_dir: Path, recursive: bool = False) -> tuple[list[Item], list[str]]:
+def plan(inputs: Iterable[str], output_dir: Path, recursive: bool = False,
+         suffix: str = ".png") -> tuple[list[Item], list[str]]:
     """(items, problems). A folder's files keep their path relative to the folder under
-    `output_dir` (stem + .png); a file or glob match goes to `output_dir/stem.png`."""
+    `output_dir` (stem + suffix); a file or glob match goes to `output_dir/stem + suffix`."""
     import glob
 
     items: list[Item] = []
@@ -92,7 +113,7 @@ def plan(inputs: Iterable[str], output_dir: Path, recursive: bool = False) -> tu
         if key in seen_inputs:
             return
         seen_inputs.add(key)
-        target = output_dir / relative.with_suffix(".png")
+        target = output_dir / relative.with_suffix(suffix)
         tkey = str(target.resolve())
         if tkey == key:
             problems.append(f"{photo}: output {target} would overwrite the input; choose another -o")
@@ -203,8 +224,12 @@ class Manifest:
         self.handle.close()
 
 
+FACTS = ("seconds", "width", "height", "worker", "run", "time")  # what the run that restored a file found
+
+
 def read_manifest(path: Path) -> dict[str, dict]:
-    """Latest record per input (torn or garbled lines are ignored)."""
+    """Latest record per input (torn or garbled lines are ignored); a later "skipped" does not
+    hide an earlier "ok": the file stays ok, with the facts of the run that restored it."""
     latest: dict[str, dict] = {}
     path = Path(path)
     if not path.is_file():
@@ -215,8 +240,13 @@ def read_manifest(path: Path) -> dict[str, dict]:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if isinstance(record, dict) and "input" in record:
-                latest[record["input"]] = record
+            if not isinstance(record, dict) or "input" not in record:
+                continue
+            earlier = latest.get(record["input"])
+            if record.get("status") == "skipped" and earlier is not None and earlier.get("status") == "ok" \
+                    and earlier.get("output") == record.get("output"):
+                continue
+            latest[record["input"]] = record
     return latest
 
 
@@ -236,15 +266,15 @@ def write_csv_summary(path: Path, items: list[Item], latest: dict[str, dict]) ->
 # ------------------------------------------------------------------------------ the work
 def restore_file(restorer, item: Item, options: RestoreOptions, worker: str) -> dict:
     """Restore one file; never raises: the record carries status and error."""
-    from ..io import read_image, write_image
+    from ..io import read_photo, write_image
 
     started = time.perf_counter()
     record = {"input": item.input, "output": item.output, "status": "ok", "error": None, "mode": options.mode,
               "worker": worker}
     try:
-        image = read_image(item.input)
-        restored = restorer.restore(image)
-        write_image(item.output, restored)
+        photo = read_photo(item.input, keep_high=options.keep_depth)
+        restored = restorer.restore(photo.pixels)
+        write_image(item.output, restored, photo.info, options.write_options())
         record["height"], record["width"] = (int(v) for v in restored.shape[:2])
     except Exception as err:  # noqa: BLE001 - one bad photo must not stop the batch
         message = str(err)
@@ -258,7 +288,8 @@ def make_restorer(options: RestoreOptions):
     from ..restorer import Restorer
 
     return Restorer(options.models, backend=options.backend, mode=options.mode, threads=options.threads,
-                    stretch=options.minmax, tile=options.tile, max_memory=options.max_memory, faces=options.faces)
+                    stretch=options.minmax, tile=options.tile, max_memory=options.max_memory, faces=options.faces,
+                    output_size=options.output_size)
 
 
 def run_local(todo: list[Item], options: RestoreOptions, workers: int = 1, restorer=None) -> Iterator[dict]:
@@ -409,10 +440,11 @@ def run_batch(inputs: list[str], output_dir: Path, options: RestoreOptions, *, r
               batch_size: int = 4, progress_every: float = 10.0, stream=None, restorer=None) -> BatchSummary:
     started = time.monotonic()
     output_dir = Path(output_dir)
-    items, problems = plan(inputs, output_dir, recursive)
+    items, problems = plan(inputs, output_dir, recursive, suffix=options.write_options().suffix)
     manifest_path = Path(manifest) if manifest else output_dir / MANIFEST_JSONL
     with OutputLock(output_dir):
         remove_stale_temps(items)
+        earlier = read_manifest(manifest_path)
         log = Manifest(manifest_path, uuid.uuid4().hex[:12])
         reporter = Reporter(len(items), f"restoring ({options.mode})", progress_every, stream)
         counts = {"ok": 0, "skipped": 0, "failed": 0}
@@ -422,6 +454,9 @@ def run_batch(inputs: list[str], output_dir: Path, options: RestoreOptions, *, r
                 if not overwrite and os.path.exists(item.output):
                     record = {"input": item.input, "output": item.output, "status": "skipped",
                               "error": None, "mode": options.mode}
+                    before = earlier.get(item.input) or {}
+                    if before.get("status") == "ok" and before.get("output") == item.output:
+                        record.update({k: before.get(k) for k in ("width", "height")})  # still true of the file
                     log.write(record)
                     reporter.update(record)
                     counts["skipped"] += 1

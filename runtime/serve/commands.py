@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from .. import cli_checks, file_options
+
 RAY_ADDRESS = re.compile(r"auto|local|ray://\S+|[A-Za-z0-9][\w.\-]*:\d{2,5}")  # what `--ray ADDRESS` may be
 MODELS_HELP = "Exported model directory (default: $TRT_RESTORE_MODELS or ~/.cache/trt-restore/models)."
 
@@ -39,8 +41,10 @@ def serve_command(
                                          "checked before decoding)."),
     grace: float = typer.Option(30.0, "--grace", help="At shutdown, seconds to finish queued photos before "
                                 "the rest are answered 503."),
-    tile: str = typer.Option("auto", "--tile", help="auto | on | off | N, as for restore."),
-    max_memory: str = typer.Option("4G", "--max-memory", help="Memory budget for one photo."),
+    tile: str = typer.Option("auto", "--tile", callback=cli_checks.tile_option,
+                             help="auto | on | off | N, as for restore."),
+    max_memory: str = typer.Option("4G", "--max-memory", callback=cli_checks.memory_option,
+                                   help="Memory budget for one photo (at least 664M)."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="TRT_RESTORE_API_KEY",
                                           help="Require this key (X-API-Key or Authorization: Bearer)."),
     allow_no_auth: bool = typer.Option(False, "--allow-no-auth", help="Allow a non-loopback bind without "
@@ -53,6 +57,23 @@ def serve_command(
     replica_cpus: float = typer.Option(1.0, "--replica-cpus", help="CPUs per Ray Serve replica."),
     replica_gpus: float = typer.Option(0.0, "--replica-gpus", help="GPUs per Ray Serve replica."),
     log_level: str = typer.Option("info", "--log-level", help="debug | info | warning."),
+    job_timeout: float = typer.Option(600.0, "--job-timeout", min=0, help="Seconds one photo may run; then it "
+                                      "is stopped at the next stage and answered 503 (0: no limit)."),
+    max_uploads: int = typer.Option(4, "--max-uploads", min=1, help="Uploads received and decoded at once; "
+                                    "others wait (their body unread) up to --read-timeout, then get 503."),
+    read_timeout: float = typer.Option(30.0, "--read-timeout", min=1, help="Seconds a client may pause during "
+                                       "an upload before it is dropped (408)."),
+    allow_host: Optional[list[str]] = typer.Option(None, "--allow-host", help="On a loopback bind, another "
+                                                   "Host name to accept (repeatable; DNS-rebinding guard)."),
+    openapi: bool = typer.Option(False, "--openapi", help="Serve /openapi.json (behind the API key when set)."),
+    face_detector: str = typer.Option("auto", "--face-detector", help="auto | yunet | scrfd | dlib. auto: YuNet "
+                                      "(MIT) when its file is supplied or found, else faces stay off unless "
+                                      "--face-model-licence-ok."),
+    face_detector_model: Optional[Path] = typer.Option(None, "--face-detector-model", help="Face detector model "
+                                                       "file (YuNet: face_detection_yunet_2023mar.onnx)."),
+    face_model_licence_ok: bool = typer.Option(False, "--face-model-licence-ok", help="Run a face detector whose "
+                                               "model licence excludes commercial use (SCRFD, dlib): only if "
+                                               "your use is allowed."),
 ) -> None:
     """Serve restoration over HTTP with a web page (FastAPI + uvicorn; needs the \\[serve] extra).
 
@@ -65,6 +86,7 @@ def serve_command(
         typer.echo(f"error: serving needs the [serve] extra ({err.name} is missing): "
                    f"pip install 'trt-restore[serve]'", err=True)
         raise typer.Exit(2)
+    from ..licences import choose_detector
     from ..restorer import DEFAULT_MODELS
     from .app import ServeConfig
     from .decode import Limits
@@ -74,10 +96,26 @@ def serve_command(
     try:
         check_bind(host, api_key, allow_no_auth)
         chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
+        detector, note = (None, "faces off") if faces == "off" else choose_detector(
+            face_detector, face_detector_model, models or DEFAULT_MODELS, face_model_licence_ok)
+        if detector == "off":  # no commercially usable detector: the service runs without faces
+            if faces == "on":
+                raise ValueError(note)
+            faces, detector = "off", None
+        typer.echo(note, err=True)
         engine = EngineConfig(models=models or DEFAULT_MODELS, backend=backend, workers=workers, threads=threads,
-                              max_queue=max_queue, modes=chosen, faces=faces, tile=tile, max_memory=max_memory)
+                              max_queue=max_queue, modes=chosen, faces=faces, tile=tile, max_memory=max_memory,
+                              face_detector=detector, face_detector_model=face_detector_model, licence_note=note,
+                              job_timeout=job_timeout or None)
         limits = Limits(max_bytes=_parse_size(max_upload), max_pixels=int(max_megapixels * 1e6))
-        config = ServeConfig(engine=engine, limits=limits, api_key=api_key, grace=grace)
+        from .safety import LOOPBACK_HOSTS
+        from .server import is_loopback
+
+        # a loopback kiosk is reachable from this machine's browser only: accept only requests
+        # addressed to it (a page elsewhere cannot rebind its name to 127.0.0.1)
+        allowed = (*LOOPBACK_HOSTS, host, *(allow_host or ())) if is_loopback(host) else None
+        config = ServeConfig(engine=engine, limits=limits, api_key=api_key, grace=grace, max_uploads=max_uploads,
+                             read_timeout=read_timeout, allowed_hosts=allowed, openapi=openapi)
         from .engine import Engine
 
         Engine(engine)  # validates the options
@@ -103,8 +141,9 @@ def batch_command(
     models: Optional[Path] = typer.Option(None, "--models", "-m", help=MODELS_HELP),
     backend: str = typer.Option("auto", "--backend", help="auto | ort | trt."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="onnxruntime threads per worker."),
-    tile: str = typer.Option("auto", "--tile", help="auto | on | off | N."),
-    max_memory: str = typer.Option("4G", "--max-memory", help="Memory budget for one photo."),
+    tile: str = typer.Option("auto", "--tile", callback=cli_checks.tile_option, help="auto | on | off | N."),
+    max_memory: str = typer.Option("4G", "--max-memory", callback=cli_checks.memory_option,
+                                   help="Memory budget for one photo (at least 664M)."),
     minmax: bool = typer.Option(False, "--minmax", help="Min-max stretch like the original."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into subfolders of folder inputs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo photos whose output exists (default: skip "
@@ -122,6 +161,12 @@ def batch_command(
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Files per Ray Data batch."),
     progress_every: float = typer.Option(10.0, "--progress-every", help="Seconds between progress lines "
                                          "when stderr is not a terminal."),
+    fmt: str = file_options.FORMAT,
+    quality: Optional[int] = file_options.QUALITY,
+    output_profile: str = file_options.OUTPUT_PROFILE,
+    keep_depth: bool = file_options.KEEP_DEPTH,
+    depth_threshold: int = file_options.DEPTH_THRESHOLD,
+    network_size: bool = file_options.NETWORK_SIZE,
 ) -> None:
     """Restore many photos, resumable: finished outputs are skipped on rerun, outputs are
     atomic, and a manifest records every file's status and error. In-process by default,
@@ -130,6 +175,11 @@ def batch_command(
     from .batch import RestoreOptions, run_batch
 
     mode = "hr" if hr else "scratch" if scratch else "quality"
+    bad_output = cli_checks.output_dir_problem(output_dir)
+    if bad_output:
+        typer.echo(f"error: {bad_output}", err=True)
+        raise typer.Exit(2)
+    file_options.build(fmt, quality, output_profile, keep_depth, depth_threshold, network_size)  # exits 2 if bad
     if ray:  # `--ray ADDRESS`: the address lands among the inputs (typer has no optional-value options)
         addresses = [i for i in inputs if RAY_ADDRESS.fullmatch(i) and not os.path.exists(i)]
         if len(addresses) > 1 or (addresses and ray_address):
@@ -152,7 +202,9 @@ def batch_command(
             typer.echo("error: --ray needs the [ray] extra: pip install 'trt-restore[ray]'", err=True)
             raise typer.Exit(2)
     options = RestoreOptions(models=str(models_dir.resolve()), mode=mode, backend=backend, faces=faces,
-                             threads=threads, tile=tile, max_memory=max_memory, minmax=minmax)
+                             threads=threads, tile=tile, max_memory=max_memory, minmax=minmax,
+                             format=fmt, quality=quality, output_profile=output_profile, keep_depth=keep_depth,
+                             depth_threshold=depth_threshold, output_size="network" if network_size else "input")
     try:
         summary = run_batch(inputs, output_dir, options, recursive=recursive, overwrite=overwrite,
                             manifest=manifest, ray_address=ray_address, use_ray=ray,

@@ -11,7 +11,14 @@ deployment and tests share it.
   loads the preloaded modes and warms them up; `ready` turns true when all workers are warm.
 - `shutdown(grace)` stops accepting work at once (`ShuttingDown`), lets the workers finish
   the running jobs and whatever else is queued within `grace` seconds, then rejects what is
-  still queued. A job is therefore always either finished or rejected, never lost.
+  still queued *and* what is still running (the worker stops at its next segment boundary).
+  A job is therefore always either finished or rejected, never lost, and shutdown returns
+  within the grace whatever state the workers are in. `abort()` (a second signal) does the
+  same at once.
+- `cancel(future)` (the client went away) drops a queued job from the queue at once and
+  stops a running one at its next segment boundary: every backend call of a worker (graph
+  segments, per-layer graphs, attention, patch match) checks its job's cancel flag and the
+  per-job time limit (`job_timeout`).
 """
 from __future__ import annotations
 
@@ -45,6 +52,14 @@ class NotReady(RuntimeError):
     pass
 
 
+class JobStopped(RuntimeError):
+    """A running job was stopped at a segment boundary (cancelled, timed out, shutting down)."""
+
+
+class JobTimedOut(JobStopped):
+    pass
+
+
 class OptionUnavailable(ValueError):
     """A request asked for a mode or the face stage that this service cannot run."""
 
@@ -61,10 +76,14 @@ class EngineConfig:
     tile: str = "auto"
     max_memory: str = "4G"
     warmup_side: int = 64
+    job_timeout: float | None = 600.0  # seconds one photo may run before it is stopped (None: no limit)
+    face_detector: str | None = None  # None: the Restorer's default; chosen by licences.choose_detector
+    face_detector_model: Path | None = None
+    licence_note: str = ""  # which face model runs and under which licence (/v1/info)
     restorer_factory: object = None  # tests: callable(mode, faces, threads) -> Restorer-like
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: jobs live in sets
 class Job:
     image: np.ndarray
     mode: str
@@ -74,6 +93,41 @@ class Job:
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
     submitted: float = field(default_factory=time.perf_counter)
     started: float | None = None
+    stop: threading.Event = field(default_factory=threading.Event)  # checked at every segment boundary
+    stop_reason: str = ""
+    deadline: float | None = None  # time.monotonic() after which the job is stopped
+
+
+_current = threading.local()  # the job a worker thread is running (for the segment-boundary check)
+
+
+def check_current_job() -> None:
+    """Raise JobStopped when the calling worker's job was cancelled or ran out of time."""
+    job = getattr(_current, "job", None)
+    if job is None:
+        return
+    if job.stop.is_set():
+        raise JobStopped(job.stop_reason or "the job was cancelled")
+    if job.deadline is not None and time.monotonic() > job.deadline:
+        raise JobTimedOut("the photo took longer than the per-photo time limit")
+
+
+def guard_backend(backend) -> None:
+    """Make every graph segment of `backend` a cancellation point (wraps run and run_layer
+    on the instance; the pipeline code stays unaware)."""
+    if backend is None or getattr(backend, "_job_guarded", False):
+        return
+    for name in ("run", "run_layer", "masked_attention", "patch_match"):
+        method = getattr(backend, name, None)
+        if method is None:
+            continue
+
+        def guarded(*args, _method=method, **kwargs):
+            check_current_job()
+            return _method(*args, **kwargs)
+
+        setattr(backend, name, guarded)
+    backend._job_guarded = True
 
 
 @dataclass
@@ -105,6 +159,8 @@ class Engine:
         self._ready = threading.Event()
         self._warm = 0
         self._running = 0
+        self._active: set[Job] = set()  # jobs the workers are running now
+        self._abort = threading.Event()  # a second signal: stop draining at once
         self._durations: collections.deque[float] = collections.deque(maxlen=32)
         self.error: str | None = None  # why the engine could not start
         self.faces_available: dict[str, bool] = {}
@@ -147,31 +203,65 @@ class Engine:
             self._shutdown_started = True
             self._cond.notify_all()
         if not first:
-            self._shutdown_done.wait(grace + 10.0)
+            self._shutdown_done.wait(grace + 5.0)
             return 0
         try:
             return self._drain(grace)
         finally:
             self._shutdown_done.set()
 
+    def abort(self) -> None:
+        """Stop now (a second signal): what is queued or running is answered ShuttingDown
+        at once; running jobs stop at their next segment boundary."""
+        self._abort.set()  # the drain loop polls it every 0.1 s; nothing here blocks (signal handlers call it)
+        if not self._shutdown_started:
+            threading.Thread(target=self.shutdown, args=(0.0,), name="abort", daemon=True).start()
+
     def _drain(self, grace: float) -> int:
         deadline = time.monotonic() + grace
         with self._cond:
-            while (self._pending or self._running) and time.monotonic() < deadline:
+            while (self._pending or self._running) and time.monotonic() < deadline and not self._abort.is_set():
                 self._cond.wait(min(0.1, max(0.0, deadline - time.monotonic())))
             rejected = list(self._pending)
             self._pending.clear()
+            abandoned = list(self._active)
             self._stopping = True
             self._cond.notify_all()
         for job in rejected:
             if job.future.set_running_or_notify_cancel():
                 job.future.set_exception(ShuttingDown("the service is shutting down; the request was not run"))
-        self.counters["rejected_at_shutdown"] += len(rejected)
+        for job in abandoned:  # still running after the grace: answered now, stopped at the next boundary
+            self._stop_job(job, "the service is shutting down")
+            _resolve(job.future, exception=ShuttingDown("the service is shutting down; the photo did not finish "
+                                                        "within the shutdown grace period"))
+        self.counters["rejected_at_shutdown"] += len(rejected) + len(abandoned)
         log.warning("drained: %d photos completed since start, %d rejected at shutdown", self.counters["completed"],
-                    len(rejected))
-        for worker in self._workers:
-            worker.join(timeout=max(0.0, deadline - time.monotonic()) + 5.0)
-        return len(rejected)
+                    len(rejected) + len(abandoned))
+        for worker in self._workers:  # daemon threads: a worker stuck inside one segment is not waited for
+            worker.join(timeout=min(1.0, max(0.0, deadline - time.monotonic())) + 0.5)
+        return len(rejected) + len(abandoned)
+
+    @staticmethod
+    def _stop_job(job: Job, reason: str) -> None:
+        job.stop_reason = job.stop_reason or reason
+        job.stop.set()
+
+    def cancel(self, future: concurrent.futures.Future, reason: str = "the client went away") -> bool:
+        """Cancel the job of `future`: a queued one leaves the queue now (its slot is free at
+        once), a running one stops at its next segment boundary. True if it was not finished."""
+        with self._cond:
+            for job in self._pending:
+                if job.future is future:
+                    self._pending.remove(job)
+                    job.future.cancel()
+                    self.counters["cancelled"] += 1
+                    self._cond.notify_all()
+                    return True
+            for job in self._active:
+                if job.future is future:
+                    self._stop_job(job, reason)
+                    return True
+        return False
 
     # ---------------------------------------------------------------- submitting
     def retry_after(self) -> float:
@@ -219,11 +309,16 @@ class Engine:
     # ---------------------------------------------------------------- workers
     def _make_restorer(self, mode: str, faces: bool | None, threads: int):
         if self.config.restorer_factory is not None:
-            return self.config.restorer_factory(mode, faces, threads)
-        from ..restorer import Restorer
+            restorer = self.config.restorer_factory(mode, faces, threads)
+        else:
+            from ..restorer import Restorer
 
-        return Restorer(self.config.models, backend=self.config.backend, mode=mode, threads=threads,
-                        tile=self.config.tile, max_memory=self.config.max_memory, faces=faces)
+            restorer = Restorer(self.config.models, backend=self.config.backend, mode=mode, threads=threads,
+                                tile=self.config.tile, max_memory=self.config.max_memory, faces=faces,
+                                face_detector=self.config.face_detector,
+                                face_detector_model=self.config.face_detector_model)
+        guard_backend(getattr(restorer, "backend", None))
+        return restorer
 
     def _load(self, index: int, threads: int) -> dict:
         """This worker's restorers for the preloaded modes, warmed up on a small photo."""
@@ -290,19 +385,42 @@ class Engine:
                     self._cond.notify_all()
                     continue
                 self._running += 1
+                self._active.add(job)
             job.started = time.perf_counter()
+            if self.config.job_timeout:
+                job.deadline = time.monotonic() + self.config.job_timeout
+            _current.job = job
             try:
                 restorer, faces_on = self._restorer_for(restorers, job, threads)
                 result = restorer.restore_with_stages(job.image, mask=job.mask)
+                check_current_job()  # a stop requested during the last segment still counts
                 run_time = time.perf_counter() - job.started
-                job.future.set_result(JobResult(result, job.started - job.submitted, run_time, index, faces_on))
-                self._durations.append(run_time)
-                self.counters["completed"] += 1
+                if _resolve(job.future, JobResult(result, job.started - job.submitted, run_time, index, faces_on)):
+                    self._durations.append(run_time)
+                    self.counters["completed"] += 1
+            except JobStopped as err:
+                self.counters["timed_out" if isinstance(err, JobTimedOut) else "stopped"] += 1
+                log.info("worker %d: job stopped at a segment boundary: %s", index, err)
+                _resolve(job.future, exception=err)
             except Exception as err:  # noqa: BLE001 - delivered to the waiting request
                 self.counters["failed"] += 1
-                job.future.set_exception(err)
+                _resolve(job.future, exception=err)
             finally:
+                _current.job = None
                 job.image = job.mask = None
                 with self._cond:
                     self._running -= 1
+                    self._active.discard(job)
                     self._cond.notify_all()
+
+
+def _resolve(future: concurrent.futures.Future, result=None, exception: BaseException | None = None) -> bool:
+    """Set a future's outcome unless it already has one (shutdown may have answered it)."""
+    try:
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(result)
+        return True
+    except concurrent.futures.InvalidStateError:
+        return False

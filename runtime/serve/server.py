@@ -2,8 +2,11 @@
 
 On SIGTERM/SIGINT `/readyz` turns 503 and new requests are answered 503 at once, while the
 server keeps listening; queued and running photos are finished for up to `grace` seconds,
-then what is still queued is answered 503 (never dropped silently); only then does uvicorn
-close the listener and exit. A second signal stops at once.
+then what is still queued or running is answered 503 (never dropped silently; a running
+photo stops at its next segment boundary); only then does uvicorn close the listener and
+exit, after at most CLOSE_SECONDS more for the answers to go out. A second signal stops at
+once: the engine answers everything 503, uvicorn skips its own waits (force_exit), and the
+process exits by the signal.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import socket
 import threading
 
 log = logging.getLogger("trt_restore.serve")
+CLOSE_SECONDS = 5  # after the drain: every job is answered, only the answers (and uploads) remain
 
 
 def is_loopback(host: str) -> bool:
@@ -43,8 +47,15 @@ def make_server(app, host: str, port: int, grace: float, log_level: str = "info"
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame):  # called from the signal handler
             engine = getattr(app.state, "engine", None)
-            if getattr(self, "_draining", False) or engine is None:
-                super().handle_exit(sig, frame)  # a second signal (or nothing to drain): stop now
+            if getattr(self, "_draining", False):  # a second signal: stop now
+                log.warning("second signal: stopping at once")
+                if engine is not None:
+                    engine.abort()  # non-blocking: the drain thread answers everything 503 now
+                self._captured_signals.append(sig)
+                self.should_exit = self.force_exit = True
+                return
+            if engine is None:
+                super().handle_exit(sig, frame)
                 return
             self._draining = True
             log.info("shutdown requested: draining (up to %.0f s), answering new requests 503", grace)
@@ -57,7 +68,7 @@ def make_server(app, host: str, port: int, grace: float, log_level: str = "info"
 
             threading.Thread(target=drain_then_stop, name="drain", daemon=True).start()
 
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=int(grace) + 15,
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=CLOSE_SECONDS,
                             timeout_keep_alive=5, access_log=log_level == "debug")
     return Server(config)
 

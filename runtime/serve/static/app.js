@@ -55,7 +55,13 @@
 
   async function loadInfo() {
     try {
-      const response = await fetch("/v1/info", { cache: "no-store" });
+      const response = await fetch("/v1/info", { cache: "no-store", headers: apiHeaders() });
+      if (response.status === 401) {  // the station has a key: ask for it, then try again
+        $("auth").hidden = false;
+        setStatus("API key needed", "loading");
+        setTimeout(loadInfo, 1500);
+        return;
+      }
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       const info = await response.json();
       applyInfo(info);
