@@ -31,6 +31,7 @@ from ..engines import kernels
 from ..engines.kernels import launch as aot_launch
 from ..engines.profiles import Profile
 from ..model_store import GRAPHS_FOR_MODE, ModelStore, ModelStoreError
+from .base import Backend
 
 
 class TrtBackendUnavailable(RuntimeError):
@@ -90,7 +91,7 @@ def availability(models_dir, precision: str = "fp16", engines_dir=None, trt=None
     return True, ""
 
 
-class TrtBackend:
+class TrtBackend(Backend):
     name = "trt"
 
     def __init__(self, models_dir, precision: str = "fp16", engines_dir=None, plugin_library=None, device: int = 0,
@@ -245,9 +246,7 @@ class TrtBackend:
                          chunk_bytes: int | None = None) -> np.ndarray:
         """Same contract as trt_restore.attention.masked_attention: (C, N) arrays in, (C, N) out."""
         if self.kernels is None or theta.shape[0] != 512:
-            from .. import attention
-
-            return attention.masked_attention(theta, phi, g, key_valid, chunk_bytes or attention.DEFAULT_CHUNK_BYTES)
+            return super().masked_attention(theta, phi, g, key_valid, chunk_bytes)
         rt = self._cudart
         channels, positions = theta.shape
         with self._lock:
@@ -273,9 +272,7 @@ class TrtBackend:
     def patch_match(self, x: np.ndarray, hole: np.ndarray, size: int, chunk_bytes: int | None = None) -> np.ndarray:
         """Same contract as trt_restore.attention.patch_match: x (C, H, W), hole (H, W)."""
         if self.kernels is None:
-            from .. import attention
-
-            return attention.patch_match(x, hole, size, chunk_bytes or attention.DEFAULT_CHUNK_BYTES)
+            return super().patch_match(x, hole, size, chunk_bytes)
         rt = self._cudart
         channels, height, width = x.shape
         with self._lock:
