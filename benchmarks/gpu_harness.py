@@ -10,7 +10,8 @@ engines/kernels/cubins through the CUDA driver API; no TensorRT, no nvcc, no Tri
      one valid key, N not a multiple of any tile, logits of +-130, batch 2, N = 62.5k),
      determinism;
   2. patch match (sizes 8, 4, 2) vs a float64 reference: every chosen patch must be a best
-     match (cosine within 1e-5 of the maximum), copies exact;
+     match (cosine within 1e-5 of the maximum), copies exact; at sides off the patch multiple,
+     the original's fold margins (0 with a hole patch, x without);
   3. the reference vectors (TRT_RESTORE_REFERENCE, default ../shared/reference): scratch
      `nl_in` -> partial nonlocal block with the kernel's attention -> `nl_out`, and the HR
      mapping with the kernel's patch match -> `mapped`, within the stored tolerances;
@@ -176,7 +177,12 @@ class EmulatedOps:
         return reference_attention(*rounded, valid).to(dtype)
 
     def patch_match(self, x, hole, patch: int):
-        return reference_patch_match(x, hole, patch)[0]
+        """The kernels' contract, at sides off the patch multiple too (whole patches, fold margins)."""
+        hh, ww = x.shape[2] // patch * patch, x.shape[3] // patch * patch
+        if not (hh and ww):
+            return x.clone()
+        inner = reference_patch_match(x[:, :, :hh, :ww].contiguous(), hole[:, :, :hh, :ww].contiguous(), patch)[0]
+        return fold_margins(x, hole, patch, inner)
 
     def describe(self) -> dict:
         return {"device": "CPU emulation (no kernel was run)", "compute_capability": "n/a",
@@ -217,6 +223,21 @@ def reference_attention(theta, phi, g, valid, chunk: int = 2048):
 def _patches(x, size: int):
     c, h, w = x.shape
     return x.reshape(c, h // size, size, w // size, size).permute(1, 3, 0, 2, 4).reshape(-1, c * size * size)
+
+
+def fold_margins(x, hole, size: int, inner):
+    """x with its whole-patch region replaced by inner and, in each item with a hole patch, the
+    bottom/right margins no whole patch covers set to 0: what the original's F.fold leaves."""
+    import torch
+
+    hh, ww = x.shape[2] // size * size, x.shape[3] // size * size
+    out = x.clone()
+    out[:, :, :hh, :ww] = inner
+    holes = torch.nn.functional.avg_pool2d(hole[:, :, :hh, :ww].to(torch.float32), size) > 0.6
+    for item in holes.flatten(1).any(dim=1).nonzero().flatten().tolist():
+        out[item, :, hh:] = 0
+        out[item, :, :, ww:] = 0
+    return out
 
 
 def reference_patch_match(x, hole, size: int, chunk: int = 1024):
@@ -389,6 +410,31 @@ def patch_checks(ops, report: Report, quick: bool) -> None:
                     report.error(name, err)
 
 
+def margin_checks(ops, report: Report, quick: bool) -> None:
+    """Sides off the patch multiple: the whole-patch region equals the call on the cropped
+    tensors, the margins are 0 in items with a hole patch and x in the others (the original's
+    fold; the margin kernel reads the hole count on the device)."""
+    torch = ops.torch
+    shapes = [(2, 64, 21, 13)] if quick else [(2, 64, 21, 13), (1, 512, 28, 44), (1, 64, 10, 9)]
+    for batch, c, h, w in shapes:
+        gen = torch.Generator(device="cpu").manual_seed(h * w)
+        x = torch.randn(batch, c, h, w, generator=gen).to(ops.device)
+        holes = {"random": (torch.rand(batch, 1, h, w, generator=gen) > 0.4).float(),
+                 "none": torch.zeros(batch, 1, h, w), "all": torch.ones(batch, 1, h, w)}
+        for kind, hole in holes.items():
+            hole = hole.to(ops.device)
+            for size in (8, 4, 2):
+                name = f"patch_match margins {batch}x{c}x{h}x{w} size={size} holes={kind}"
+                try:
+                    hh, ww = h // size * size, w // size * size
+                    got = ops.patch_match(x, hole, size)
+                    inner = ops.patch_match(x[:, :, :hh, :ww].contiguous(), hole[:, :, :hh, :ww].contiguous(), size)
+                    ops.synchronize()
+                    report.check(name, bool(torch.equal(got, fold_margins(x, hole, size, inner))))
+                except Exception as err:  # noqa: BLE001
+                    report.error(name, err)
+
+
 # ------------------------------------------------------------------------------------------
 # Reference vectors (the original's numbers)
 # ------------------------------------------------------------------------------------------
@@ -479,14 +525,8 @@ def hr_vector_check(ops, report: Report, path: Path, meta: dict, arrays: dict) -
         x = self.res_block(z)
         b, c, h, w = x.shape
         hole = patch_attention.binarised_mask(mask, h, w)
-        size = self.patch_size
-        hh, ww = h // size * size, w // size * size  # whole patches only, as the original's unfold
-        if not bool((torch.nn.functional.avg_pool2d(hole[:1], size) > patch_attention.HOLE_FRACTION).any()):
-            composed = x  # no hole patch: the original skips the fold
-        else:  # the original's fold leaves the uncovered bottom/right margins at 0
-            inner = ops.patch_match(x[:, :, :hh, :ww].contiguous(),
-                                    hole[:1, :, :hh, :ww].expand(b, 1, hh, ww).contiguous(), size)
-            composed = torch.nn.functional.pad(inner, (0, w - ww, 0, h - hh))
+        # the kernels follow the original's unfold/fold at any side: margins 0 if there are holes
+        composed = ops.patch_match(x, hole[:1].expand(b, 1, h, w).contiguous(), self.patch_size)
         return self.F_Combine(torch.cat((z, composed, hole), dim=1))
 
     name = f"vector {path.stem}: latent -> mapped with kernel patch match"
@@ -612,6 +652,7 @@ def main(argv=None) -> int:
 
     stages = [("attention correctness", lambda: attention_checks(ops, report, args.quick)),
               ("patch match correctness", lambda: patch_checks(ops, report, args.quick)),
+              ("patch match margins", lambda: margin_checks(ops, report, args.quick)),
               ("reference vectors", lambda: vector_checks(ops, report, args.reference.resolve()))]
     if not args.skip_timings:
         sizes = [int(s) for s in args.sizes.split(",") if s.strip()]

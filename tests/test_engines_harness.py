@@ -27,6 +27,7 @@ def test_harness_flow_in_emulation(reference, tmp_path):
     names = [c["name"] for c in result["checks"]]
     assert any(n.startswith("attention no_valid_key") for n in names)
     assert any(n.startswith("patch_match") for n in names)
+    assert any(n.startswith("patch_match margins") for n in names)
     vector_checks = [n for n in names if n.startswith("vector ")]
     assert any("nl_in -> nl_out io=fp32" in n for n in vector_checks)  # the scratch vectors' nl_in path
     assert any("mapped with kernel patch match" in n for n in vector_checks)  # the HR vectors
@@ -60,6 +61,19 @@ def test_harness_reports_failures(tmp_path, monkeypatch):
     ops.attention = wrong
     harness.attention_checks(ops, report, quick=True)
     assert any(not c["ok"] for c in report.checks if "one_valid_key" not in c["name"])
+    report = harness.Report()
+    folded = ops.patch_match
+
+    def margins_kept(x, hole, size):  # composes the whole patches but leaves the margins at x
+        hh, ww = x.shape[2] // size * size, x.shape[3] // size * size
+        out = x.clone()
+        out[:, :, :hh, :ww] = folded(x[:, :, :hh, :ww].contiguous(), hole[:, :, :hh, :ww].contiguous(), size)
+        return out
+
+    ops.patch_match = margins_kept
+    harness.margin_checks(ops, report, quick=True)
+    assert any(not c["ok"] for c in report.checks if "holes=all" in c["name"])
+    assert all(c["ok"] for c in report.checks if "holes=none" in c["name"])
     assert harness.peak_for("NVIDIA H100 80GB HBM3") == (989.4, "H100")
     assert harness.peak_for("NVIDIA H100 PCIe")[0] == 756.0
     assert harness.peak_for("Some GPU") == (None, None)

@@ -57,6 +57,10 @@ CALLER = textwrap.dedent("""
     print("attention", status, lib.trtr_status_string(status).decode())
     status = lib.trtr_patch_match(0x1000, 0x2000, 0x3000, 1, 512, 32, 48, 4, 0, ws, 1 << 20, None)
     print("patch", status, lib.trtr_status_string(status).decode())
+    status = lib.trtr_patch_match(0x1000, 0x2000, 0x3000, 1, 512, 21, 13, 4, 0, ws, 1 << 20, None)
+    print("patch off the multiple", status, lib.trtr_status_string(status).decode())
+    status = lib.trtr_patch_match(0x1000, 0x2000, 0x3000, 1, 512, 6, 5, 8, 0, ws, 1 << 20, None)
+    print("patch without a whole patch", status, lib.trtr_status_string(status).decode())
 """)
 
 
@@ -109,6 +113,7 @@ class RecordingDriver:
 def test_c_launches_equal_the_python_launches(built):
     stdout, records = _run(built, 8, 7)
     assert "attention 0 success" in stdout and "patch 0 success" in stdout
+    assert "patch off the multiple 0 success" in stdout and "patch without a whole patch 0 success" in stdout
     cu = RecordingDriver()
     py = launch.AotKernels(8, 7, driver=cu)
     plane = 512 * 1000 * 4
@@ -116,9 +121,12 @@ def test_c_launches_equal_the_python_launches(built):
         py.masked_attention(0x1000 + b * plane, 0x2000 + b * plane, 0x3000 + b * plane, 0x4000 + b * 4000,
                             0x5000 + b * plane, 1000, 1 << 30)
     py.patch_match(0x1000, 0x2000, 0x3000, 512, 32, 48, 4, 1 << 30)
+    py.patch_match(0x1000, 0x2000, 0x3000, 512, 21, 13, 4, 1 << 30)  # margins: + patch_margin_kernel
+    py.patch_match(0x1000, 0x2000, 0x3000, 512, 6, 5, 8, 1 << 30)  # no whole patch: the copy only
     launches = [r for r in records if "kernel" in r]
-    assert launches == cu.launches
-    assert [r["copy"] for r in records if "copy" in r] == [[0x3000, 0x1000, 512 * 32 * 48 * 4]]
+    assert launches == cu.launches and launches[-1]["kernel"] == "patch_margin_kernel"
+    assert [r["copy"] for r in records if "copy" in r] == [[0x3000, 0x1000, 512 * h * w * 4]
+                                                          for h, w in ((32, 48), (21, 13), (6, 5))]
 
 
 def test_a_gpu_without_cubin_gets_an_error_naming_it(built):

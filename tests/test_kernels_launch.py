@@ -71,6 +71,21 @@ def test_attention_and_patch_match_launch_sequences():
     assert cu.launches[-1][1] == (8 * 12, -(-512 * 16 // configs.COMPOSE_BLOCK_K), 1)
 
 
+def test_patch_match_off_the_patch_multiple_launches_the_margin_kernel():
+    """The margins are zeroed on the device (the kernel reads the hole count); no whole patch:
+    nothing is launched (out stays the caller's copy of x)."""
+    cu = FakeDriver()
+    kernels = launch.AotKernels(8, 7, driver=cu)
+    kernels.patch_match(1, 2, 3, 512, 21, 13, 4, workspace=1 << 20)
+    assert [name for name, *_ in cu.launches][-2:] == ["patch_compose_kernel", "patch_margin_kernel"]
+    margin = cu.launches[-1]
+    assert margin[1] == (-(-512 * (21 * 13 - 20 * 12) // configs.MARGIN_BLOCK), 1, 1)
+    assert margin[5] == (3, 1 << 20, 512, 21, 13, 4, 0, 0)  # out, counts (workspace start), C, H, W, size
+    cu.launches.clear()
+    kernels.patch_match(1, 2, 3, 512, 6, 5, 8, workspace=1 << 20)
+    assert cu.launches == []
+
+
 def test_launcher_imports_neither_triton_nor_torch():
     code = ("import sys\nimport trt_restore.engines.kernels.launch, trt_restore.backends.tensorrt_backend\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'triton'))\nassert not bad, bad\n")
@@ -108,4 +123,8 @@ def test_tensorrt_backend_runs_the_attention_steps_on_the_cubins(tmp_path, monke
     backend.patch_match(rng.standard_normal((16, 8, 12)).astype(np.float32), np.zeros((8, 12), np.float32), 4)
     assert [name for name, *_ in cu.launches][-1] == "patch_compose_kernel"
     assert 3 in [kind for kind, _ in cudart.copies]  # out <- x on the device first
+    cu.launches.clear()
+    backend.patch_match(rng.standard_normal((16, 9, 13)).astype(np.float32), np.ones((9, 13), np.float32), 4)
+    assert [name for name, *_ in cu.launches][-1] == "patch_margin_kernel"  # sides off the patch multiple
+    assert cu.launches[-1][5][0] == cu.launches[-2][5][1]  # on compose's output
     backend.close()

@@ -171,3 +171,23 @@ def test_patch_match_equals_numpy(channels, height, width, size, ties):
 def test_patch_match_without_holes_or_keys_returns_the_input(fill):
     x, _ = patch_inputs(8, 16, 16, 2, seed=2)
     assert np.array_equal(interpret.patch_match(x, np.full((16, 16), fill, np.float32), 2), x)
+
+
+HOLES = {"random": lambda rng, shape: (rng.random(shape) > 0.4).astype(np.float32),
+         "none": lambda rng, shape: np.zeros(shape, np.float32),
+         "all": lambda rng, shape: np.ones(shape, np.float32)}  # no key: hole patches keep x
+
+
+@pytest.mark.parametrize("height,width", [(28, 44), (21, 13), (10, 9), (6, 5)])
+@pytest.mark.parametrize("size", [8, 4, 2])
+def test_patch_match_off_the_patch_multiple_follows_the_fold(height, width, size):
+    """Sides off the patch multiple: margins 0 after compose when there is a hole patch (the
+    original's F.fold), x unchanged without one; (6, 5) at size 8 has no whole patch at all."""
+    rng = np.random.default_rng(height * width + size)
+    x = rng.standard_normal((8, height, width)).astype(np.float32)
+    for kind, make in HOLES.items():
+        hole = make(rng, (height, width))
+        want = attention.patch_match(x, hole, size)
+        assert np.array_equal(interpret.patch_match(x, hole, size), want), kind
+        if kind != "none" and attention.hole_patches(hole, size).any():
+            assert not want[:, height // size * size:].any() and not want[:, :, width // size * size:].any()

@@ -46,7 +46,8 @@ def _attention_spec(cfg: configs.AttentionConfig, precision: str) -> KernelSpec:
 
 def kernel_specs() -> list[KernelSpec]:
     """What ships: compaction, the attention in each configuration (default precision) and in
-    fp16 / ieee for the main configuration, the three patch-match kernels per patch size."""
+    fp16 / ieee for the main configuration, the three patch-match kernels per patch size and the
+    margin kernel (patch size at run time: it only zeroes)."""
     specs = [KernelSpec("compact", "compact_kernel", "attention_triton",
                         (("flags", "*fp32"), ("n", "i32"), ("idx_true", "*i32"), ("idx_false", "*i32"),
                          ("counts", "*i32")), {"BLOCK": configs.COMPACT_BLOCK}, 4, 1, "(1, 1, 1)")]
@@ -71,6 +72,10 @@ def kernel_specs() -> list[KernelSpec]:
                                  ("counts", "*i32"), ("best", "*i32"), ("height", "i32"), ("width", "i32"),
                                  ("features", "i32")), {"SIZE": size, "BLOCK_K": configs.COMPOSE_BLOCK_K}, 4, 1,
                                 f"(patches, ceil(features / {configs.COMPOSE_BLOCK_K}), 1)"))
+    specs.append(KernelSpec("patch_margin", "patch_margin_kernel", "patch_match_triton",
+                            (("out", "*fp32"), ("counts", "*i32"), ("channels", "i32"), ("height", "i32"),
+                             ("width", "i32"), ("size", "i32")), {"BLOCK": configs.MARGIN_BLOCK}, 4, 1,
+                            f"(ceil(margin elements / {configs.MARGIN_BLOCK}), 1, 1), none without a margin"))
     return specs
 
 
@@ -159,6 +164,7 @@ def kernel_table(manifest: dict) -> str:
              f'#define TRTR_DEFAULT_PRECISION "{configs.DEFAULT_PRECISION}"',
              f"#define TRTR_PATCH_BLOCK_M {configs.PATCH_CONFIG.block_m}",
              f"#define TRTR_FLAGS_BLOCK {configs.FLAGS_BLOCK}", f"#define TRTR_COMPOSE_BLOCK_K {configs.COMPOSE_BLOCK_K}",
+             f"#define TRTR_MARGIN_BLOCK {configs.MARGIN_BLOCK}",
              "", "typedef struct {", "    int id; /* trtr_attention_config */", "    const char* name;",
              "    int block_m;", "    int block_d;", "} trtr_attention_tiles;", "",
              "static const trtr_attention_tiles TRTR_ATTENTION_TILES[] = {"]

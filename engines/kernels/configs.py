@@ -70,4 +70,11 @@ PATCH_CONFIG = PatchConfig("main", 64, 32, 32, 4, 1)
 COMPACT_BLOCK = 1024
 FLAGS_BLOCK = 256
 COMPOSE_BLOCK_K = 256
+MARGIN_BLOCK = 256
 HOLE_FRACTION = 0.6
+
+
+def margin_elements(channels: int, height: int, width: int, size: int) -> int:
+    """Elements of x (C, H, W) in the bottom/right margins no whole size x size patch covers:
+    the launchers size patch_margin_kernel's grid with it and skip the launch at 0."""
+    return channels * (height * width - (height // size) * size * ((width // size) * size))

@@ -21,6 +21,7 @@ from .patch_match_triton import (
     patch_best_kernel,
     patch_compose_kernel,
     patch_flags_kernel,
+    patch_margin_kernel,
 )
 
 
@@ -57,6 +58,8 @@ def patch_match(x: np.ndarray, hole: np.ndarray, size: int, precision: str = con
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     ht = torch.from_numpy(np.ascontiguousarray(hole, dtype=np.float32))
     total = (height // size) * (width // size)
+    if total == 0:  # no whole patch, hence no hole patch: x unchanged (no kernel takes an empty grid)
+        return xt.clone().numpy()
     flags = torch.zeros(total, dtype=torch.float32)
     patch_flags_kernel[(triton.cdiv(total, configs.FLAGS_BLOCK),)](ht, flags, height, width, SIZE=size,
                                                                     BLOCK=configs.FLAGS_BLOCK)
@@ -69,4 +72,8 @@ def patch_match(x: np.ndarray, hole: np.ndarray, size: int, precision: str = con
     out = xt.clone()
     patch_compose_kernel[(total, triton.cdiv(features, configs.COMPOSE_BLOCK_K))](
         xt, out, idx_hole, idx_key, counts, best, height, width, features, SIZE=size, BLOCK_K=configs.COMPOSE_BLOCK_K)
+    margin = configs.margin_elements(channels, height, width, size)
+    if margin:
+        patch_margin_kernel[(triton.cdiv(margin, configs.MARGIN_BLOCK),)](out, counts, channels, height, width, size,
+                                                                          BLOCK=configs.MARGIN_BLOCK)
     return out.numpy()

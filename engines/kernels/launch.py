@@ -2,7 +2,8 @@
 no torch. Used by the TensorRT backend; the C++ plugins replay the same sequence.
 
 Attention: compact(valid flags) -> attention kernel. Patch match: out <- x (a device copy by
-the caller), patch flags -> compact -> best -> compose. Device pointers and the stream are ints.
+the caller), patch flags -> compact -> best -> compose -> margin (sides off the patch multiple;
+zeroes only if the device-side hole count is > 0). Device pointers and the stream are ints.
 """
 from __future__ import annotations
 
@@ -108,8 +109,11 @@ class AotKernels:
 
     def patch_match(self, x: int, hole: int, out: int, channels: int, height: int, width: int, size: int,
                     workspace: int, stream: int = 0) -> None:
-        """out must already hold a copy of x (C, H, W) fp32; hole: (H, W) fp32."""
+        """out must already hold a copy of x (C, H, W) fp32; hole: (H, W) fp32. Without a whole
+        patch there is no hole patch: nothing is launched (out stays x)."""
         patches = (height // size) * (width // size)
+        if patches == 0:
+            return
         features = channels * size * size
         counts = workspace
         idx_hole, idx_key, best = (workspace + 16 + 4 * patches * k for k in range(3))
@@ -121,3 +125,7 @@ class AotKernels:
                     [x, idx_hole, idx_key, counts, best, height, width, features], stream)
         self.launch(f"patch_compose_{size}", (patches, -(-features // configs.COMPOSE_BLOCK_K), 1),
                     [x, out, idx_hole, idx_key, counts, best, height, width, features], stream)
+        margin = configs.margin_elements(channels, height, width, size)
+        if margin:
+            self.launch("patch_margin", (-(-margin // configs.MARGIN_BLOCK), 1, 1),
+                        [out, counts, channels, height, width, size], stream)

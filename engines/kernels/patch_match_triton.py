@@ -4,6 +4,10 @@ A patch of x (C, H, W) at patch index p = (pr, pc) has features (c, i, j) -> x[c
 pc*S+j], read in place (no patch matrix). The winner is the key of highest cosine similarity,
 the first in row-major order on ties (strict > across key tiles, lowest index inside a tile);
 the query's own norm does not change the arg-max and is left out.
+
+Sides need not be multiples of SIZE: as the original's F.unfold/F.fold, only whole patches
+take part, and the bottom/right margins they leave are zeroed after compose when the scale has
+a hole patch (patch_margin_kernel); without one, x passes unchanged.
 """
 from __future__ import annotations
 
@@ -98,3 +102,24 @@ def patch_compose_kernel(x, out, idx_hole, idx_key, counts, best, height, width,
         f_off = feature_offsets(f, height, width, SIZE)
         value = tl.load(x + patch_offsets(key, height, width, SIZE) + f_off, mask=ok, other=0.0)
         tl.store(out + patch_offsets(tl.load(idx_hole + h), height, width, SIZE) + f_off, value, mask=ok)
+
+
+@triton.jit
+def patch_margin_kernel(out, counts, channels, height, width, size, BLOCK: tl.constexpr):
+    """Zero the bottom/right margins of out (C, H, W) that no whole patch covers, where the
+    device-side hole count counts[0] > 0: the original folds whole patches back (margins 0) only
+    when there are holes, so the launchers, which cannot see the count, launch this always
+    (grid: ceil(channels * margin elements / BLOCK), none without a margin)."""
+    if tl.load(counts) > 0:
+        inner_h = (height // size) * size
+        inner_w = (width // size) * size
+        right = tl.maximum(width - inner_w, 1)
+        beside = inner_h * (width - inner_w)  # right margin beside the patch rows, then the bottom rows
+        margin = tl.maximum(height * width - inner_h * inner_w, 1)
+        e = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        k = e % margin
+        kb = k - beside
+        row = tl.where(k < beside, k // right, inner_h + kb // width)
+        col = tl.where(k < beside, inner_w + k % right, kb % width)
+        offsets = ((e // margin) * height + row) * width + col
+        tl.store(out + offsets, tl.zeros((BLOCK,), dtype=tl.float32), mask=e < channels * margin)

@@ -256,6 +256,14 @@ std::string attentionKernel(int compute)
     return std::string("attention_") + attentionTiles().name + "_" + precisionName(compute);
 }
 
+// Elements of x (C, H, W) in the bottom/right margins no whole patch covers (configs.py
+// margin_elements): the original's F.fold leaves them 0 when the item has a hole patch.
+size_t marginElements(int channels, int height, int width, int patch)
+{
+    size_t const covered = static_cast<size_t>(height / patch * patch) * static_cast<size_t>(width / patch * patch);
+    return static_cast<size_t>(channels) * (static_cast<size_t>(height) * width - covered);
+}
+
 } // namespace
 
 extern "C" {
@@ -374,7 +382,7 @@ TRTR_API int trtr_patch_match(void const* x, void const* hole, void* out, int ba
 {
     gLastError[0] = '\0';
     if (x == nullptr || hole == nullptr || out == nullptr || batch < 1 || channels < 1 || height < 1 || width < 1
-        || (patch != 2 && patch != 4 && patch != 8) || height % patch != 0 || width % patch != 0)
+        || (patch != 2 && patch != 4 && patch != 8))
     {
         return TRTR_ERR_INVALID_ARGUMENT;
     }
@@ -394,6 +402,9 @@ TRTR_API int trtr_patch_match(void const* x, void const* hole, void* out, int ba
     }
     int patches = (height / patch) * (width / patch);
     int features = channels * patch * patch;
+    size_t const margin = marginElements(channels, height, width, patch);
+    int c = channels;
+    int size = patch;
     int h = height;
     int w = width;
     auto const base = reinterpret_cast<CUdeviceptr>(workspace);
@@ -414,6 +425,10 @@ TRTR_API int trtr_patch_match(void const* x, void const* hole, void* out, int ba
         {
             return fail(TRTR_ERR_CUDA_BASE, "patch match: copy of x failed");
         }
+        if (patches == 0)  // no whole patch, hence no hole patch: out = x (and no empty grid)
+        {
+            continue;
+        }
         int status = launch("patch_flags" + suffix, (patches + TRTR_FLAGS_BLOCK - 1) / TRTR_FLAGS_BLOCK, 1,
             {&hb, &flags, &h, &w}, custream);
         if (status == TRTR_OK)
@@ -430,6 +445,11 @@ TRTR_API int trtr_patch_match(void const* x, void const* hole, void* out, int ba
             status = launch("patch_compose" + suffix, static_cast<unsigned>(patches),
                 (features + TRTR_COMPOSE_BLOCK_K - 1) / TRTR_COMPOSE_BLOCK_K,
                 {&xb, &ob, &idxHole, &idxKey, &counts, &best, &h, &w, &features}, custream);
+        }
+        if (status == TRTR_OK && margin > 0)  // zeroes only if the device-side hole count is > 0
+        {
+            unsigned const blocks = static_cast<unsigned>((margin + TRTR_MARGIN_BLOCK - 1) / TRTR_MARGIN_BLOCK);
+            status = launch("patch_margin", blocks, 1, {&ob, &counts, &c, &h, &w, &size}, custream);
         }
         if (status != TRTR_OK)
         {

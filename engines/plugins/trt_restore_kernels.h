@@ -91,8 +91,10 @@ TRTR_API int trtr_masked_attention(const void* theta, const void* phi, const voi
  * HR masked patch match at patch size `patch` (8, 4 or 2: the shipped cubins).
  *   x: (batch, channels, height, width); hole: (batch, 1, height, width), binary;
  *   out like x: x with every hole patch (mean of hole over the patch > 0.6) replaced by the
- *   non-hole patch of highest cosine similarity (first index on ties). If a batch item has no
- *   hole patch or no non-hole patch, out = x. height and width must be multiples of patch.
+ *   non-hole patch of highest cosine similarity (first index on ties). As the original's
+ *   F.unfold/F.fold, only whole patches count: where height or width is not a multiple of patch,
+ *   the bottom/right margins are 0 if the item has a hole patch. If it has none, out = x; if it
+ *   has no non-hole patch, the hole patches keep x (margins still 0).
  * Similarities: fp16x3 split products (~fp32); the copy is exact.
  */
 TRTR_API size_t trtr_patch_match_workspace_size(int batch, int channels, int height, int width, int patch);

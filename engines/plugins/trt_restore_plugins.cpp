@@ -4,7 +4,8 @@
 //       (B, 1, H, W); output attended (B, 512, H, W). Field "compute" (int32): -1 auto (the
 //       default fp16x3 split products, ~fp32 accuracy), 0 ieee fp32, 1 plain fp16 products.
 //   TrtRestorePatchMatch (version "1"): inputs x (B, C, H, W) and hole (B, 1, H, W); output the
-//       composed tensor (B, C, H, W). Field "patch_size" (int32, default 2).
+//       composed tensor (B, C, H, W). Field "patch_size" (int32, default 2). Sides need not be
+//       multiples of it: as the original's fold, uncovered margins are 0 where there are holes.
 //
 // Both take fp32 tensors, linear NCHW, and have output shape = input shape (no data-dependent
 // shapes). The kernels are the C entry points of trt_restore_kernels.h, which launch the Triton
@@ -373,16 +374,10 @@ public:
     }
 
 protected:
-    bool checkDims(Dims const& dims) const noexcept override
+    // Any height and width: sides off the patch multiple follow the original's fold (whole
+    // patches only, margins 0 when there is a hole patch), as trtr_patch_match does.
+    bool checkDims(Dims const& /*dims*/) const noexcept override
     {
-        bool const heightOk = dims.d[2] == -1 || dims.d[2] % mPatchSize == 0;
-        bool const widthOk = dims.d[3] == -1 || dims.d[3] % mPatchSize == 0;
-        if (!heightOk || !widthOk)
-        {
-            logMessage(ILogger::Severity::kERROR, "TrtRestorePatchMatch: height and width must be multiples of "
-                    + std::to_string(mPatchSize));
-            return false;
-        }
         return true;
     }
 

@@ -17,6 +17,7 @@ typedef struct {
 #define TRTR_PATCH_BLOCK_M 64
 #define TRTR_FLAGS_BLOCK 256
 #define TRTR_COMPOSE_BLOCK_K 256
+#define TRTR_MARGIN_BLOCK 256
 
 typedef struct {
     int id; /* trtr_attention_config */
@@ -108,6 +109,11 @@ static const trtr_cubin_entry TRTR_CUBINS[] = {
     {"patch_flags_8", 87, "sm_87/patch_flags_8.cubin", "patch_flags_kernel", 0, 4, 4},
     {"patch_flags_8", 89, "sm_89/patch_flags_8.cubin", "patch_flags_kernel", 0, 4, 4},
     {"patch_flags_8", 90, "sm_90/patch_flags_8.cubin", "patch_flags_kernel", 0, 4, 4},
+    {"patch_margin", 80, "sm_80/patch_margin.cubin", "patch_margin_kernel", 0, 4, 6},
+    {"patch_margin", 86, "sm_86/patch_margin.cubin", "patch_margin_kernel", 0, 4, 6},
+    {"patch_margin", 87, "sm_87/patch_margin.cubin", "patch_margin_kernel", 0, 4, 6},
+    {"patch_margin", 89, "sm_89/patch_margin.cubin", "patch_margin_kernel", 0, 4, 6},
+    {"patch_margin", 90, "sm_90/patch_margin.cubin", "patch_margin_kernel", 0, 4, 6},
 };
 #define TRTR_CUBIN_COUNT (sizeof(TRTR_CUBINS) / sizeof(TRTR_CUBINS[0]))
 
