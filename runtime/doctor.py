@@ -58,7 +58,10 @@ def _models(root: Path) -> list[str]:
              f"{store.manifest.get('versions', {})}"]
     for mode in GRAPHS_FOR_MODE:
         missing = store.missing_for(mode)
-        lines.append(f"  {mode:8s} {'ready' if not missing else 'missing ' + ', '.join(missing)}")
+        damaged = store.damaged_for(mode) if not missing else []
+        state = ("missing " + ", ".join(missing) if missing else
+                 "DAMAGED: " + "; ".join(damaged) if damaged else "ready (files match models.json)")
+        lines.append(f"  {mode:8s} {state}")
     return lines
 
 

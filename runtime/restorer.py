@@ -79,6 +79,9 @@ class Restorer:
         if missing:
             raise FileNotFoundError(f"{models}: models for {mode} mode missing: {', '.join(missing)} "
                                     f"(run `trt-restore export`)")
+        damaged = self.backend.store.damaged_for(mode) if self.backend.store is not None else []
+        if damaged:
+            raise FileNotFoundError("; ".join(damaged))
         self.tile, self.max_memory = tile, max_memory
         plan_tiling(mode, 64, 64, tile, max_memory)  # validate the options now, not on the first photo
         self._global = GlobalRestorer(self.backend, mode)
