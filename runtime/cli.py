@@ -230,7 +230,14 @@ def restore_command(
                 if masks is not None and mode != "quality":
                     candidates = sorted(masks.glob(f"{photo.stem}.*"))
                     user_mask = read_image(candidates[0])[:, :, 0] if candidates else None
-                result = restorer.restore_with_stages(image, mask=user_mask)
+                def stage_done(name: str, photo=photo) -> None:
+                    progress.update(batch, description=f"{photo.name}: {name} done")
+
+                result = restorer.restore_with_stages(image, mask=user_mask, on_stage=stage_done)
+                if result.faces is not None:  # the face stage's summary: found and enhanced
+                    found, enhanced = len(result.faces.faces), len(result.faces.enhanced_faces)
+                    progress.console.print(f"{photo.name}: {found} face(s) found, {enhanced} enhanced",
+                                           highlight=False, markup=False)
                 if save_stages and result.mask is not None:
                     write_image(output_path(photo, output_dir, "_mask"), result.mask)
                     write_image(output_path(photo, output_dir, "_painted"), result.painted)

@@ -48,9 +48,11 @@ class GlobalRestorer:
         self.mode = mode
         self.chunk_bytes = chunk_bytes
 
-    def restore(self, image_u8: np.ndarray, stretch: bool = False, mask: np.ndarray | None = None) -> GlobalResult:
+    def restore(self, image_u8: np.ndarray, stretch: bool = False, mask: np.ndarray | None = None,
+                on_stage=None) -> GlobalResult:
         """Restore one HxWx3 uint8 photo. In the scratch modes `mask` (HxW uint8, nonzero =
-        scratch, same size as the photo) replaces the detector's mask."""
+        scratch, same size as the photo) replaces the detector's mask. `on_stage(name)` is called
+        as each stage ends (detection, encode, mapping, attention, decode): progress for long photos."""
         timings: dict[str, float] = {}
         clock = time.perf_counter()
 
@@ -59,6 +61,8 @@ class GlobalRestorer:
             now = time.perf_counter()
             timings[name] = timings.get(name, 0.0) + now - clock
             clock = now
+            if on_stage is not None:
+                on_stage(name)
 
         image = resize_to_multiple(image_u8, self.spec.side_multiple, self.spec.resize_method)
         user_mask, mask, painted = mask, None, None

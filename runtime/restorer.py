@@ -94,16 +94,20 @@ class Restorer:
         """HxWx3 uint8 in, restored HxWx3 uint8 out (the input's size unless output_size="network")."""
         return self.restore_with_stages(image, mask).restored
 
-    def restore_with_stages(self, image: np.ndarray, mask: np.ndarray | None = None) -> RestoreResult:
+    def restore_with_stages(self, image: np.ndarray, mask: np.ndarray | None = None,
+                            on_stage=None) -> RestoreResult:
         """Like `restore`, also returning the scratch mask, the hole-painted input, the face
-        stage's crops and timings."""
+        stage's crops and timings. `on_stage(name)` is called as each global stage ends, then
+        with "faces" before the face stage."""
         image = as_rgb_u8(image)
         smallest = mode_spec(self.mode).min_side
         if min(image.shape[:2]) < smallest:
             raise ValueError(f"image {image.shape[1]}x{image.shape[0]} is too small for {self.mode} mode "
                              f"(sides must be at least {smallest} px)")
         check_aspect(*image.shape[:2])  # extreme strips: refused before any stage allocates
-        result = self._global_for(image).restore(image, stretch=self.stretch, mask=mask)
+        result = self._global_for(image).restore(image, stretch=self.stretch, mask=mask, on_stage=on_stage)
+        if on_stage is not None and self._faces is not None:
+            on_stage("faces")
         staged = self._enhance_faces(result, image)
         if self.output_size == "input":
             _resize_back(staged, image.shape[:2])

@@ -106,3 +106,14 @@ def test_options_are_frozen_and_chosen_through_the_registry(exported_models, mon
     monkeypatch.setenv("TRT_RESTORE_PRECISION", "int8")  # the library never reads the environment
     backend = create_backend("ort", exported_models, ort=dataclasses.replace(options, spinning=True))
     assert backend.precision == "fp32" and backend.spinning and backend.threads == 1
+
+
+def test_stages_are_reported_as_they_end(exported_models):
+    """Long photos show progress inside the photo: every stage reports when it ends."""
+    backend = OrtBackend(exported_models, threads=2)
+    image = np.full((64, 96, 3), 120, np.uint8)
+    mask = np.zeros((64, 96), np.uint8)
+    mask[30:34] = 255
+    seen = []
+    GlobalRestorer(backend, "scratch").restore(image, mask=mask, on_stage=seen.append)
+    assert seen[0] == "detection" and seen[-1] == "decode" and "attention" in seen and "encode" in seen
