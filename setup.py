@@ -8,11 +8,11 @@ from setuptools import find_packages, setup
 VERSION = "0.1.0"
 
 KERNELS = ["triton==3.9.0", "nvidia-cuda-cuobjdump>=12.4", "nvidia-cuda-nvdisasm>=12.4"]  # no torch: the interpreter tests take it from `export`
-TORCH = "torch>=2.4,<2.14"
+TORCH = "torch>=2.4,<2.14"  # admits the CPU wheel on disk (2.13.0+cpu), not the multi-GB CUDA 2.14 builds
 # TensorRT-RTX: TensorRT's ONNX parser and builder without a GPU, for the CPU check in CI
 # (tests/test_engines_rtx.py); x86_64 Linux wheels only, and not the TensorRT a deployment runs
 _RTX_PLATFORM = 'platform_machine == "x86_64" and platform_system == "Linux"'
-RTX = [f"tensorrt_rtx_cu13_libs==1.7.1.116; {_RTX_PLATFORM}", f"tensorrt_rtx_cu13_bindings==1.7.1.116; {_RTX_PLATFORM}"]  # admits the CPU wheel on disk (2.13.0+cpu), not the multi-GB CUDA 2.14 builds
+RTX = [f"tensorrt_rtx_cu13_libs==1.7.1.116; {_RTX_PLATFORM}", f"tensorrt_rtx_cu13_bindings==1.7.1.116; {_RTX_PLATFORM}"]
 
 # import name -> repository folder; sub-packages (backends, tiling, faces, serve, ...) follow
 ROOTS = {
