@@ -45,7 +45,7 @@ def calibrate_data_command(
 def quantize_command(
     calibration: Path = typer.Option(..., "--calibration", "-c", help="Calibration set made by "
                                      "`trt-restore calibrate-data`."),
-    models: Optional[Path] = typer.Option(None, "--models", "-m", help="Exported model directory (default: "
+    models: Optional[Path] = typer.Option(None, "--models", "-m", envvar="TRT_RESTORE_MODELS", help="Exported model directory (default: "
                                           "$TRT_RESTORE_MODELS or ~/.cache/trt-restore/models)."),
     graphs: Optional[list[str]] = typer.Option(None, "--graph", help="Only these graphs (repeatable; default: "
                                                "every exported global graph)."),

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .cache import CacheStatus, EngineCache, EngineKey, model_digest
+from .cache import CacheStatus, EngineCache, EngineKey, model_digest, sha256_file
 from .environment import (BuildStrategy, GpuInfo, TensorRTUnavailable, TrtVersion, build_strategy, gpu_info,
                           import_tensorrt, tensorrt_version)
-from .profiles import DEFAULT_MAX_ASPECT, DEFAULT_MAX_SIZE, DEFAULT_OPT_SIZE, GRAPH_IO, Profile, graph_profile
+from .profiles import (DEFAULT_MAX_ASPECT, DEFAULT_MAX_SIZE, DEFAULT_OPT_SIZE, DEFAULT_STRIP_ROWS,
+                       DEFAULT_TILED_MAX_SIDE, GRAPH_IO, Profile, graph_profile, layer_profile)
 from .trt_logging import collected_errors, trt_logger
 from ..graph_precision import graph_precision
 
@@ -48,6 +49,9 @@ class BuildOptions:
     graphs: tuple[str, ...] | None = None  # default: every graph of models.json with a profile rule
     workspace_bytes: int = DEFAULT_WORKSPACE
     force: bool = False
+    layers: bool | None = None  # per-layer graphs (tiling); None: when the export has them and no `graphs`
+    strip_rows: int = DEFAULT_STRIP_ROWS  # output rows of the largest strip the layer engines take
+    tiled_max_side: int = DEFAULT_TILED_MAX_SIDE  # widest photo the layer engines take (pixels)
 
     @property
     def cache_root(self) -> Path:
@@ -128,9 +132,52 @@ def plan_builds(options: BuildOptions, gpu: GpuInfo, version: TrtVersion) -> lis
                         strategy=described)
         plans.append(GraphPlan(name, onnx_path, key, cache.status(key), source, strategy,
                                chosen_precision.precision, chosen_precision.reason))
+    if _wants_layers(options, manifest):
+        plans += plan_layer_builds(options, manifest, gpu, version, cache)
     if all(plan.skipped for plan in plans):
         raise BuildError(f"nothing to build at {options.precision}: {plans[0].skipped}"
                          + (f" (and {len(plans) - 1} more graph(s) alike)" if len(plans) > 1 else ""))
+    return plans
+
+
+def _wants_layers(options: BuildOptions, manifest: dict) -> bool:
+    if options.layers is None:
+        return bool(manifest.get("layers")) and not options.graphs
+    if options.layers and not manifest.get("layers"):
+        raise BuildError(f"{options.models_dir}/{MANIFEST} lists no per-layer graphs; re-run `trt-restore export` "
+                         f"(tiled layers are on by default)")
+    return options.layers
+
+
+def layer_precision(requested: str) -> tuple[str, str | None]:
+    """Per-layer graphs have no Q/DQ models: under int8 they are built fp16 (onnxruntime runs
+    them in float too), keyed int8 so the backend finds them."""
+    if requested == "int8":
+        return "fp16", "per-layer graphs have no calibrated Q/DQ model; built fp16"
+    return requested, None
+
+
+def plan_layer_builds(options: BuildOptions, manifest: dict, gpu: GpuInfo, version: TrtVersion,
+                      cache: EngineCache) -> list[GraphPlan]:
+    """One strip-profile plan per per-layer graph (models.json `layers`), keyed by the layer
+    file's sha256 (the export records none for layers)."""
+    plans = []
+    precision, note = layer_precision(options.precision)
+    strategy = build_strategy(version, precision)
+    described = strategy.describe() + (f"; built {precision} (per-layer graph)" if note else "")
+    for name, entry in manifest["layers"].items():
+        onnx_path = Path(options.models_dir) / entry["file"]
+        if not onnx_path.is_file():
+            raise BuildError(f"{onnx_path}: listed in {MANIFEST} (layers) but missing; re-run `trt-restore export`")
+        digest = sha256_file(onnx_path)
+        profile = layer_profile(name, options.tiled_max_side, options.strip_rows, max(options.opt_size))
+        source = onnx_variant_path(options.models_dir, {"file": entry["file"], "sha256": digest},
+                                   strategy.onnx_variant, options.cache_root)
+        key = EngineKey(graph=name, model_sha256=digest, precision=options.precision, profile=profile,
+                        gpu_name=gpu.name, compute_capability=gpu.compute_capability,
+                        tensorrt_version=str(version), version_compatible=options.version_compatible,
+                        strategy=described)
+        plans.append(GraphPlan(name, onnx_path, key, cache.status(key), source, strategy, precision, note))
     return plans
 
 
@@ -289,7 +336,8 @@ def build_engines(options: BuildOptions, trt=None, gpu: GpuInfo | None = None,
                                                   "onnx": str(plan.source_onnx.name),
                                                   "built_precision": plan.precision,
                                                   "precision_reason": plan.note,
-                                                  "workspace_bytes": options.workspace_bytes})
+                                                  "workspace_bytes": options.workspace_bytes,
+                                                  **_layer_fields(plan, options)})
             report.built.append(plan.graph)
             report.engines[plan.graph] = status.engine
             for old in cache.remove_superseded(plan.key):
@@ -299,6 +347,13 @@ def build_engines(options: BuildOptions, trt=None, gpu: GpuInfo | None = None,
             report.failed[plan.graph] = str(err)
             on_event(f"{plan.graph}: FAILED: {err}")
     return report
+
+
+def _layer_fields(plan: GraphPlan, options: BuildOptions) -> dict:
+    """Sidecar fields of a per-layer plan: the backend caps the executor's strips with them."""
+    if "/" not in plan.graph:
+        return {}
+    return {"kind": "layer", "strip_rows": options.strip_rows}
 
 
 def describe_unavailable() -> str | None:

@@ -82,7 +82,8 @@ class EngineKey:
 
     @property
     def stem(self) -> str:
-        return f"{self.graph}-{self.precision}-{self.digest()[:16]}"
+        # per-layer graphs are named "<tag>/<prefix>": no "/" in a file name
+        return f"{self.graph.replace('/', '__')}-{self.precision}-{self.digest()[:16]}"
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ from typing import Optional
 
 import typer
 
-from .profiles import DEFAULT_MAX_ASPECT, DEFAULT_MAX_SIZE, DEFAULT_OPT_SIZE, ProfileError, parse_size
+from .profiles import (DEFAULT_MAX_ASPECT, DEFAULT_MAX_SIZE, DEFAULT_OPT_SIZE, DEFAULT_STRIP_ROWS,
+                       DEFAULT_TILED_MAX_SIDE, ProfileError, parse_size)
 
 
 def _size_text(size: tuple[int, int]) -> str:
@@ -17,7 +18,7 @@ def _size_text(size: tuple[int, int]) -> str:
 
 
 def build_engines_command(
-    models: Optional[Path] = typer.Option(None, "--models", "-m", help="Exported model directory (default: "
+    models: Optional[Path] = typer.Option(None, "--models", "-m", envvar="TRT_RESTORE_MODELS", help="Exported model directory (default: "
                                           "$TRT_RESTORE_MODELS or ~/.cache/trt-restore/models)."),
     precision: str = typer.Option("fp16", "--precision", help="fp16 (default), fp32 or int8 (int8 needs the "
                                   "calibrated Q/DQ models)."),
@@ -37,6 +38,14 @@ def build_engines_command(
     graphs: Optional[list[str]] = typer.Option(None, "--graph", help="Only these graphs (repeatable)."),
     workspace: str = typer.Option("4G", "--workspace", help="Builder workspace memory limit, e.g. 2G."),
     force: bool = typer.Option(False, "--force", help="Rebuild even when a valid cached plan exists."),
+    layers: Optional[bool] = typer.Option(None, "--layers/--no-layers", help="Also build the per-layer graphs "
+                                          "of exact tiling (`--tile`; default: when the export has them and no "
+                                          "--graph is given)."),
+    strip_rows: int = typer.Option(DEFAULT_STRIP_ROWS, "--strip-rows", help="Largest strip (output rows) the "
+                                   "per-layer engines take; tiled runs under TensorRT never use taller strips."),
+    tiled_max_side: int = typer.Option(DEFAULT_TILED_MAX_SIDE, "--tiled-max-side", help="Longest photo side "
+                                       "(pixels) the per-layer engines take, i.e. the largest photo that tiles "
+                                       "under TensorRT."),
 ) -> None:
     """Build TensorRT engines for the exported graphs (one optimisation profile per graph,
     persistent timing cache). Plans are cached by model hash, precision, profile, GPU and
@@ -47,7 +56,7 @@ def build_engines_command(
     from ..tiling.plan import parse_size as parse_bytes
     from .builder import BuildError, BuildOptions, build_engines
     from . import environment
-    from .profiles import graph_profile
+    from .profiles import graph_profile, layer_profile
 
     if precision not in ("fp32", "fp16", "int8"):
         typer.echo(f"error: --precision must be fp32, fp16 or int8, not {precision!r}", err=True)
@@ -57,8 +66,9 @@ def build_engines_command(
                                max_size=parse_size(max_size), opt_size=parse_size(opt_size),
                                max_aspect=max_aspect, version_compatible=version_compatible, engines_dir=engines_dir,
                                graphs=tuple(graphs) if graphs else None, workspace_bytes=parse_bytes(workspace),
-                               force=force)
+                               force=force, layers=layers, strip_rows=strip_rows, tiled_max_side=tiled_max_side)
         graph_profile("mapping_quality", options.max_size, options.opt_size)  # size errors before TensorRT
+        layer_profile("VAE_A_quality/encoder.1", tiled_max_side, strip_rows)
         graph_profile("detection", options.max_size, options.opt_size, options.max_aspect)
     except (ProfileError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)

@@ -179,3 +179,61 @@ def graph_profile(graph: str, max_size: tuple[int, int] = DEFAULT_MAX_SIZE,
             lo, opt, hi = (1, channels, min_h, min_w), (1, channels, oh, ow), (1, channels, mh, mw)
         shapes.append((name, lo, opt, hi))
     return Profile(tuple(sorted(shapes)))
+
+
+# ---- per-layer graphs of the tiled executor (runtime/tiling) ------------------------------
+DEFAULT_STRIP_ROWS = 64  # output rows of one strip under TensorRT (the layer engines' max)
+DEFAULT_TILED_MAX_SIDE = 8192  # widest photo the layer engines accept (12 MP scans tile)
+LAYER_MULTIPLE = 16  # sides are rounded to the largest mode multiple (HR mode)
+
+
+def layer_scales() -> dict[str, tuple[object, float]]:
+    """layer -> (its Conv, input scale relative to the photo), walked from the layer programs:
+    a program's own inputs are the photo ("image") or the latent (1/4); stride-2 convs halve,
+    transposed convs double."""
+    from ..tiling.programs import PROGRAMS, Conv
+
+    found = {}
+    for build in PROGRAMS.values():
+        scale = {}
+        for op in build():
+            sources = [s for s in (getattr(op, "sources", None) or ()) if s]
+            for name in sources + [getattr(op, f) for f in ("source", "keep", "other", "valid")
+                                   if isinstance(getattr(op, f, None), str)]:
+                scale.setdefault(name, 1.0 if name == "image" else LATENT_SCALE)
+            if isinstance(op, Conv):
+                found[op.layer] = (op, scale[op.sources[0]])
+                factor = 2.0 if op.transposed else 0.5 if op.stride == 2 else 1.0
+                scale[op.target] = scale[op.sources[0]] * factor
+            elif hasattr(op, "source"):
+                scale[op.target] = scale[op.source]
+            elif hasattr(op, "keep"):
+                scale[op.target] = scale[op.keep]
+    return found
+
+
+def _window_rows(conv, out_rows: int, pick) -> int:
+    """Input rows of a strip of `out_rows` output rows, min or max over where the strip starts."""
+    from ..tiling.executor import strip_window
+
+    return pick(hi - lo for lo, hi in (strip_window(conv, start, start + out_rows) for start in (0, 1, 2)))
+
+
+def layer_profile(layer: str, max_side: int = DEFAULT_TILED_MAX_SIDE, strip_rows: int = DEFAULT_STRIP_ROWS,
+                  opt_side: int = max(DEFAULT_OPT_SIZE)) -> Profile:
+    """Strip profile of one per-layer graph: input "x" (1, C, rows, W), rows from one output
+    row's window up to a `strip_rows` strip's (halo rows included, runtime/tiling/executor.py
+    strip_window), W from a few pixels up to the layer's width for a photo of `max_side`."""
+    specs = layer_scales()
+    if layer not in specs:
+        raise ProfileError(f"no layer program for per-layer graph {layer!r}")
+    if strip_rows < 2 or strip_rows % 2:
+        raise ProfileError(f"strip rows must be even and at least 2, got {strip_rows}")
+    conv, scale = specs[layer]
+    channels = conv.in_channels
+    min_w = 2 * conv.padding + 2
+    max_w = max(min_w, int(_round_up(max_side, LAYER_MULTIPLE) * scale))
+    opt_w = min(max_w, max(min_w, int(_round_up(min(opt_side, max_side), LAYER_MULTIPLE) * scale)))
+    lo = (1, channels, _window_rows(conv, 1, min), min_w)
+    hi = (1, channels, _window_rows(conv, strip_rows, max), max_w)
+    return Profile((("x", lo, (1, channels, hi[2], opt_w), hi),))

@@ -128,7 +128,7 @@ def restore_command(
     precision: Optional[str] = typer.Option(None, "--precision", envvar="TRT_RESTORE_PRECISION", help="fp32 | fp16 | int8 (default: fp16 on "
                                             "TensorRT, fp32 on onnxruntime). int8 on onnxruntime runs the Q/DQ "
                                             "models of `trt-restore quantize`."),
-    models: Optional[Path] = typer.Option(None, "--models", "-m", help=DEFAULT_MODELS_HELP),
+    models: Optional[Path] = typer.Option(None, "--models", "-m", envvar="TRT_RESTORE_MODELS", help=DEFAULT_MODELS_HELP),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for onnxruntime "
                                           "(default: all cores available to this process)."),
     masks: Optional[Path] = typer.Option(None, "--masks", help="Folder of hand-made scratch masks (same stem as "
@@ -262,7 +262,7 @@ def restore_command(
 def export_command(
     weights: Path = typer.Option(..., "--weights", "-w", help="Root of the official checkpoint layout "
                                  "(what fetch-weights writes)."),
-    output_dir: Optional[Path] = typer.Option(None, "--output", "-o", help=DEFAULT_MODELS_HELP),
+    output_dir: Optional[Path] = typer.Option(None, "--output", "-o", envvar="TRT_RESTORE_MODELS", help=DEFAULT_MODELS_HELP),
     graphs: Optional[list[str]] = typer.Option(None, "--graph", help="Only these graphs (repeatable)."),
     faces: bool = typer.Option(True, "--faces/--no-faces", help="Also export the face generators (2 x 370 MB)."),
 ) -> None:
@@ -294,7 +294,7 @@ def export_command(
 
 @app.command("doctor")
 def doctor_command(
-    models: Optional[Path] = typer.Option(None, "--models", "-m", help=DEFAULT_MODELS_HELP),
+    models: Optional[Path] = typer.Option(None, "--models", "-m", envvar="TRT_RESTORE_MODELS", help=DEFAULT_MODELS_HELP),
 ) -> None:
     """Show what is installed, which execution providers and GPU exist, and which models are ready."""
     from .doctor import report

@@ -5,7 +5,6 @@ on the object and onnxruntime sessions accept concurrent runs.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from .preprocess import check_aspect
 from .tiling.plan import plan_tiling
 
 OUTPUT_SIZES = ("input", "network")
-DEFAULT_MODELS = Path(os.environ.get("TRT_RESTORE_MODELS", "~/.cache/trt-restore/models")).expanduser()
+DEFAULT_MODELS = Path("~/.cache/trt-restore/models").expanduser()  # $TRT_RESTORE_MODELS: read by the CLI
 
 
 def as_rgb_u8(image: np.ndarray) -> np.ndarray:

@@ -72,8 +72,11 @@ class _Flags(SimpleNamespace):
 class FakeTrt:
     """A `tensorrt` module of a given version: records builds, returns JSON "plans"."""
 
-    def __init__(self, version: str = "10.3.0"):
+    def __init__(self, version: str = "10.3.0", run_onnx: bool = False):
         self.__version__ = version
+        self.run_onnx = run_onnx  # engines compute their ONNX graph with onnxruntime (OnnxEngine)
+        self.executions: list[str] = []  # ONNX source of every execute_async_v3 (run_onnx engines)
+        self.deserialized: list[dict] = []  # per plan: version-compatible?, host code allowed then?
         major = int(version.split(".")[0])
         names = ["TF32", "VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME", "REFIT"]
         if major <= 10:
@@ -252,12 +255,85 @@ class _Registry:
         return object()
 
 
+class OnnxEngine:
+    """An engine whose context computes the plan's real graph: its ONNX source run by
+    onnxruntime inside the stand-in, so outputs are real and comparable."""
+
+    def __init__(self, plan: dict, trt):
+        import onnxruntime as ort
+
+        self.trt, self.source = trt, plan["source"]
+        self.session = ort.InferenceSession(self.source, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.num_io_tensors = len(self.inputs) + len(self.outputs)
+        self._shapes: dict = {}
+
+    def get_tensor_name(self, i):
+        return (self.inputs + self.outputs)[i]
+
+    def get_tensor_mode(self, name):
+        return "INPUT" if name in self.inputs else "OUTPUT"
+
+    def get_tensor_dtype(self, name):
+        return np.float32
+
+    def output_shapes(self, input_shapes: dict) -> dict:
+        """Output shapes for these input shapes (one run on zeros per new shape set)."""
+        key = tuple(sorted(input_shapes.items()))
+        if key not in self._shapes:
+            zeros = {n: np.zeros(s, np.float32) for n, s in input_shapes.items()}
+            self._shapes[key] = {n: v.shape for n, v in zip(self.outputs, self.session.run(self.outputs, zeros))}
+        return self._shapes[key]
+
+    def create_execution_context(self):
+        return _OnnxContext(self)
+
+
+class _OnnxContext:
+    def __init__(self, engine: OnnxEngine):
+        self.engine = engine
+        self.shapes, self.addresses = {}, {}
+
+    def set_input_shape(self, name, shape):
+        self.shapes[name] = tuple(shape)
+        return True
+
+    def get_tensor_shape(self, name):
+        if name in self.engine.inputs:
+            return self.shapes[name]
+        return self.engine.output_shapes({n: self.shapes[n] for n in self.engine.inputs})[name]
+
+    def set_tensor_address(self, name, ptr):
+        self.addresses[name] = ptr
+        return True
+
+    def _array(self, name, shape):
+        n = int(np.prod(shape))
+        return np.ctypeslib.as_array((ctypes.c_float * n).from_address(self.addresses[name])).reshape(shape)
+
+    def execute_async_v3(self, stream):
+        feed = {n: self._array(n, self.shapes[n]).copy() for n in self.engine.inputs}
+        results = self.engine.session.run(self.engine.outputs, feed)
+        for name, value in zip(self.engine.outputs, results):
+            self._array(name, value.shape)[...] = value
+        self.engine.trt.executions.append(self.engine.source)
+        return True
+
+
 class _Runtime:
     def __init__(self, trt):
         self.trt = trt
+        self.engine_host_code_allowed = False  # TensorRT >= 10's default
 
     def deserialize_cuda_engine(self, blob):
-        return _Engine(json.loads(bytes(blob)))
+        plan = json.loads(bytes(blob))
+        compatible = "VERSION_COMPATIBLE" in plan.get("flags", [])
+        self.trt.deserialized.append({"version_compatible": compatible,
+                                      "host_code_allowed": self.engine_host_code_allowed})
+        if compatible and not self.engine_host_code_allowed:
+            return None  # what TensorRT does: the embedded lean runtime is host code
+        return OnnxEngine(plan, self.trt) if self.trt.run_onnx else _Engine(plan)
 
     def get_plugin_registry(self):
         return _Registry(self.trt)
@@ -278,10 +354,12 @@ class _Stream:
 
 
 class FakeCudart:
-    cudaMemcpyKind = SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
+    cudaMemcpyKind = SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2, cudaMemcpyDeviceToDevice=3)
 
-    def __init__(self, device_count: int = 1, error: int = 0):
+    def __init__(self, device_count: int = 1, error: int = 0, free: int = 64 << 30, malloc_limit: int | None = None):
         self.device_count, self.error = device_count, error
+        self.free, self.malloc_limit = free, malloc_limit  # cudaMemGetInfo; larger cudaMalloc: out of memory
+        self.failed_mallocs: list[int] = []
         self.buffers: dict[int, ctypes.Array] = {}
         self.allocations = 0
         self.copies = []
@@ -303,7 +381,13 @@ class FakeCudart:
         return (_Err(0),)
 
     def cudaMalloc(self, nbytes):
+        if self.malloc_limit is not None and nbytes > self.malloc_limit:
+            self.failed_mallocs.append(int(nbytes))
+            return (_Err(2), None)  # cudaErrorMemoryAllocation
         return self._alloc(nbytes)
+
+    def cudaMemGetInfo(self):
+        return (_Err(0), self.free, 80 << 30)
 
     def cudaMallocHost(self, nbytes):
         return self._alloc(nbytes)
@@ -327,3 +411,54 @@ class FakeCudart:
 
     def cudaStreamDestroy(self, stream):
         return (_Err(0),)
+
+
+# ------------------------------------------------------------------------------------------
+# the GPU kernels (engines/kernels/launch.AotKernels): numpy on the stand-in "device" memory
+# ------------------------------------------------------------------------------------------
+def _floats(ptr: int, shape) -> np.ndarray:
+    n = int(np.prod(shape))
+    return np.ctypeslib.as_array((ctypes.c_float * n).from_address(ptr)).reshape(shape)
+
+
+class FakeKernels:
+    """AotKernels' interface; computes with the runtime's numpy attention and records calls."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+
+    def describe(self) -> str:
+        return "stand-in kernels"
+
+    def attention_workspace_bytes(self, positions: int) -> int:
+        return 8 * positions + 16
+
+    def patch_workspace_bytes(self, patches: int) -> int:
+        return 12 * patches + 16
+
+    def masked_attention(self, theta, phi, g, valid, out, positions, workspace, stream, precision=None):
+        from trt_restore import attention
+
+        arrays = [_floats(p, (512, positions)) for p in (theta, phi, g)]
+        mask = _floats(valid, (positions,)) > 0.5
+        _floats(out, (512, positions))[...] = attention.masked_attention(*arrays, mask)
+        self.calls.append("masked_attention")
+
+    def patch_match(self, x, hole, out, channels, height, width, size, workspace, stream=0):
+        from trt_restore import attention
+
+        result = attention.patch_match(_floats(x, (channels, height, width)), _floats(hole, (height, width)), size)
+        _floats(out, (channels, height, width))[...] = result
+        self.calls.append("patch_match")
+
+
+def add_layers(root: Path, layers=(("VAE_A_quality/encoder.1", 3), ("mapping_quality/model.0", 64))) -> Path:
+    """Per-layer graphs (models.json `layers`, tiled/*.onnx) for a stand-in model directory."""
+    (root / "tiled").mkdir(exist_ok=True)
+    manifest = json.loads((root / "models.json").read_text())
+    for layer, channels in layers:
+        name = "tiled/" + layer.replace("/", "__") + ".onnx"
+        tiny_onnx(root / name, "x", "y", channels)
+        manifest.setdefault("layers", {})[layer] = {"file": name}
+    (root / "models.json").write_text(json.dumps(manifest))
+    return root

@@ -5,6 +5,8 @@ backends are interchangeable.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from .base import Backend, BackendUnsupported
 from .options import REGISTRY, OrtOptions, TrtOptions
 
@@ -14,8 +16,9 @@ __all__ = ["Backend", "BackendUnsupported", "OrtOptions", "TrtOptions", "REGISTR
 def create_backend(kind: str, models_dir, threads: int | None = None, precision: str | None = None,
                    ort: OrtOptions | None = None, trt: TrtOptions | None = None) -> Backend:
     """`ort` (onnxruntime, CPU), `trt` (TensorRT engines on a CUDA GPU) or `auto` (TensorRT when
-    its module, a GPU and cached engines for this GPU are present, else onnxruntime; the
-    returned backend's `fallback_reason` then says in one line why TensorRT was not used).
+    its module, a GPU, its kernels and cached engines for this GPU are present, else onnxruntime;
+    the returned backend's `fallback_reason` then says in one line why TensorRT was not used, or,
+    on TensorRT without per-layer engines, that tiling runs its layers on onnxruntime).
 
     `ort`/`trt` are the full option sets; `threads` and `precision` are shorthands that fill
     them (precision None: fp16 engines under TensorRT, fp32 on onnxruntime)."""
@@ -27,7 +30,8 @@ def create_backend(kind: str, models_dir, threads: int | None = None, precision:
         from .tensorrt_backend import TrtBackendUnavailable
 
         try:
-            return REGISTRY["trt"][1](models_dir, trt)
+            options = dataclasses.replace(trt, layer_fallback=True) if kind == "auto" else trt
+            return REGISTRY["trt"][1](models_dir, options)
         except TrtBackendUnavailable as err:
             if kind == "trt":
                 raise RuntimeError(f"TensorRT backend unavailable: {err}") from None

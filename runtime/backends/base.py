@@ -23,6 +23,9 @@ class Backend:
     store = None  # ModelStore of the models folder, or None for stand-ins that have none
     fallback_reason: str | None = None  # set by create_backend("auto") when TensorRT was not used
     runs_layers: bool = False  # per-layer graphs available, so the tiled executor can use it
+    layers_reason: str | None = None  # why not (one line), for the tiled runner's error
+    max_strip_rows: int | None = None  # tallest strip (output rows) run_layer accepts; None: any
+    max_strip_bytes: int | None = None  # strip budget of the device (TensorRT: from its free memory)
 
     def run(self, graph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run `graph` on float32 NCHW inputs; returns its outputs by name."""

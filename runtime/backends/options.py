@@ -32,6 +32,7 @@ class TrtOptions:
     precision: str = "fp16"  # which cached engines to load
     engines_dir: Path | None = None  # default: MODELS/engines
     device: int = 0
+    layer_fallback: bool = False  # no per-layer engines: tile on onnxruntime (auto) instead of refusing (trt)
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -48,7 +49,8 @@ def _make_ort(models_dir, options: OrtOptions):
 def _make_trt(models_dir, options: TrtOptions):
     from .tensorrt_backend import TrtBackend
 
-    return TrtBackend(models_dir, precision=options.precision, engines_dir=options.engines_dir, device=options.device)
+    return TrtBackend(models_dir, precision=options.precision, engines_dir=options.engines_dir, device=options.device,
+                      layer_fallback=options.layer_fallback)
 
 
 # name -> (options type, factory(models_dir, options)); "auto" is resolved by create_backend

@@ -24,7 +24,7 @@ def serve_command(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on. Anything but loopback needs "
                              "an API key (--api-key / TRT_RESTORE_API_KEY) or --allow-no-auth."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
-    models: Optional[Path] = typer.Option(None, "--models", "-m", help=MODELS_HELP),
+    models: Optional[Path] = typer.Option(None, "--models", "-m", envvar="TRT_RESTORE_MODELS", help=MODELS_HELP),
     backend: str = typer.Option("auto", "--backend", help="auto | ort | trt."),
     modes: str = typer.Option("quality,scratch,hr", "--modes", help="Modes to load and warm up at start "
                               "(comma-separated; modes whose models are missing are left out)."),
@@ -138,7 +138,7 @@ def batch_command(
     hr: bool = typer.Option(False, "--hr", help="HR scratch mode."),
     faces: Optional[bool] = typer.Option(None, "--faces/--no-faces", help="Face enhancement (default: when "
                                          "available)."),
-    models: Optional[Path] = typer.Option(None, "--models", "-m", help=MODELS_HELP),
+    models: Optional[Path] = typer.Option(None, "--models", "-m", envvar="TRT_RESTORE_MODELS", help=MODELS_HELP),
     backend: str = typer.Option("auto", "--backend", help="auto | ort | trt."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="onnxruntime threads per worker."),
     tile: str = typer.Option("auto", "--tile", callback=cli_checks.tile_option, help="auto | on | off | N."),

@@ -9,6 +9,7 @@ plus one strip per layer.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +18,7 @@ from .programs import EPS, AddInto, Blend, Conv, Copy, Norm
 from .store import FrameStore
 
 DEFAULT_STRIP_BYTES = 256 << 20
+logger = logging.getLogger(__name__)
 
 
 def _release_freed_memory() -> None:
@@ -97,6 +99,18 @@ class ExecutorConfig:
     strip_bytes: int = DEFAULT_STRIP_BYTES
     ram_map_bytes: int = 1 << 30  # maps larger than this are spilled to disk
     spill_dir: str | None = None
+    max_strip_rows: int | None = None  # cap from the backend (TensorRT: its layer engines' profiles)
+
+
+def strip_window(conv: Conv, start: int, stop: int) -> tuple[int, int]:
+    """Input rows [lo, hi) that output rows [start, stop) of `conv` read (halo included; rows
+    outside the frame are padded). Shared with the TensorRT layer profiles (engines/profiles.py),
+    so the engines accept exactly the strips fed here."""
+    if conv.transposed:
+        return start // 2 - 1, (stop + 1) // 2 + 1
+    if conv.stride == 2:
+        return 2 * start - 1, 2 * stop + 1
+    return start - conv.padding, stop + conv.padding
 
 
 @dataclass
@@ -147,6 +161,8 @@ class TiledExecutor:
         else:
             per_position = 4 * (conv.in_channels * (conv.kernel ** 2 + conv.stride ** 2) + 2 * conv.out_channels)
             rows = self.config.strip_bytes // max(1, per_position * width)
+        if self.config.max_strip_rows:
+            rows = min(rows, self.config.max_strip_rows)
         return max(2, rows - rows % 2)
 
     # ---- ops -------------------------------------------------------------------------
@@ -160,24 +176,28 @@ class TiledExecutor:
         else:
             out_h, out_w = height, width
         target = self.new_frame(op.out_channels, out_h, out_w)
-        step = self._strip_rows(op, out_w)
-        for start in range(0, out_h, step):
+        step, halved, start = self._strip_rows(op, out_w), False, 0
+        while start < out_h:
             stop = min(out_h, start + step)
-            if op.transposed:
-                lo, hi = start // 2 - 1, (stop + 1) // 2 + 1
-            elif op.stride == 2:
-                lo, hi = 2 * start - 1, 2 * stop + 1
-            else:
-                lo, hi = start - op.padding, stop + op.padding
+            lo, hi = strip_window(op, start, stop)
             parts = [self._read_padded(s, lo, hi, op.pad) for s in sources]
             strip = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
-            y = self.run_layer(op.layer, np.ascontiguousarray(strip)[None])[0]
+            try:
+                y = self.run_layer(op.layer, np.ascontiguousarray(strip)[None])[0]
+            except MemoryError as err:  # e.g. the device's memory: nothing of this strip was written
+                if halved or step <= 2:
+                    raise
+                halved, step = True, max(2, step // 4 * 2)
+                logger.warning("%s: out of memory on a %d-row strip (%s); retrying with %d-row strips",
+                               op.layer, stop - start, err, step)
+                continue
             if op.transposed:
                 offset = start - 2 * lo
                 y = y[:, offset:offset + (stop - start)]
             target.store.write(start, y)
             target.accumulate(y)
             del strip, parts, y
+            start = stop
         _release_freed_memory()
         return target
 

@@ -1,6 +1,8 @@
 """Graph segments run as layer programs on strips, values kept as Frames (GlobalRestorer hook)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from ..global_restoration import GlobalRestorer
@@ -27,6 +29,12 @@ class FrameRunner:
     """Same interface as ArrayRunner, executing strip by strip."""
 
     def __init__(self, backend, config: ExecutorConfig):
+        if backend.max_strip_rows:  # the backend's engines take no taller strip (TensorRT profiles)
+            cap = min(config.max_strip_rows or backend.max_strip_rows, backend.max_strip_rows)
+            config = replace(config, max_strip_rows=cap)
+        device_bytes = backend.max_strip_bytes  # read once per photo: free memory changes
+        if device_bytes and device_bytes < config.strip_bytes:
+            config = replace(config, strip_bytes=device_bytes)
         self.executor = TiledExecutor(backend.run_layer, config)
         self._owned: list[Frame] = []
 
@@ -82,7 +90,8 @@ class TiledGlobalRestorer(GlobalRestorer):
         if not backend.runs_layers:
             from ..backends import BackendUnsupported
 
-            raise BackendUnsupported(f"backend {backend.name} cannot run per-layer graphs (tiling)")
+            why = f": {backend.layers_reason}" if backend.layers_reason else ""
+            raise BackendUnsupported(f"backend {backend.name} cannot run per-layer graphs (tiling){why}")
         self.config = config or ExecutorConfig()
 
     def runner(self):
