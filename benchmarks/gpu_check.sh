@@ -14,7 +14,8 @@
 # (written only when the harness ran on a GPU), gpu_check.log. Exit code: 0 all checks passed,
 # 1 a check failed, 2 the build or the environment failed.
 # Environment: PYTHON (default python3), CXX (default g++), CUDA_INCLUDE (dir with cuda.h),
-# HARNESS_TIMEOUT (seconds, default 280), KERNEL_LIB (use this prebuilt library).
+# HARNESS_TIMEOUT (seconds, default 280), KERNEL_LIB (use this prebuilt library),
+# TRT_E2E_TIMEOUT (seconds, default 1500, the TensorRT end-to-end part below).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +43,22 @@ else
 fi
 export TRT_RESTORE_CUBIN_DIR="${TRT_RESTORE_CUBIN_DIR:-$(pwd)/engines/kernels/cubins}"
 echo "cubins:    $TRT_RESTORE_CUBIN_DIR ($(ls "$TRT_RESTORE_CUBIN_DIR" | tr '\n' ' '))"
+
+# TensorRT end to end (benchmarks/trt_end_to_end.py), only where `import tensorrt` works:
+# export (synthetic weights) -> build-engines --precision fp16 -> one 12 MP photo, quality mode,
+# --backend trt --tile on; times and peak RSS go into the JSON. A failure turns exit 0 into 1.
+trt_end_to_end() {
+    local why
+    if ! why="$("$PYTHON" -c "import tensorrt" 2>&1)"; then
+        echo "TensorRT end to end: skipped, $PYTHON cannot import tensorrt ($(printf '%s\n' "$why" | tail -n 1))"
+        return
+    fi
+    echo "== TensorRT end to end (export -> build-engines fp16 -> restore 12 MP, --backend trt --tile on)"
+    timeout "${TRT_E2E_TIMEOUT:-1500}" "$PYTHON" benchmarks/trt_end_to_end.py --out "$OUTDIR"
+    local code=$?
+    [ $code -eq 124 ] && echo "error: TensorRT end to end timed out (TRT_E2E_TIMEOUT=${TRT_E2E_TIMEOUT:-1500} s)"
+    [ $code -ne 0 ] && [ $status -eq 0 ] && status=1
+}
 
 LIB="${KERNEL_LIB:-}"
 if [ -z "$LIB" ]; then
@@ -78,6 +95,7 @@ status=$?
 if [ $status -eq 124 ]; then
     echo "error: harness timed out (HARNESS_TIMEOUT=${HARNESS_TIMEOUT:-280} s)"
 fi
+trt_end_to_end
 if [ -f "$OUTDIR/gpu_check.json" ]; then
     echo "== done: exit $status; results in $OUTDIR/gpu_check.json"
 else

@@ -87,3 +87,37 @@ def test_gpu_check_script_is_valid_bash_and_fails_cleanly_without_gpu(tmp_path):
                           text=True, env=env, timeout=300)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert (tmp_path / "out" / "gpu_check.log").is_file()
+    if importlib.util.find_spec("tensorrt") is None:  # the TensorRT part says plainly that it did not run
+        assert "TensorRT end to end: skipped, " in proc.stdout and "cannot import tensorrt" in proc.stdout
+        assert not list((tmp_path / "out").glob("*.json"))
+
+
+def _end_to_end():
+    spec = importlib.util.spec_from_file_location("trt_end_to_end", REPO / "benchmarks" / "trt_end_to_end.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tensorrt_end_to_end_steps_and_record(tmp_path):
+    e2e = _end_to_end()
+    named = dict(e2e.steps(tmp_path, tmp_path / "photo.png"))
+    assert list(named) == ["synthetic-weights", "export", "build-engines fp16",
+                           "restore 12 MP quality --backend trt --tile on"]
+    assert named["build-engines fp16"][-2:] == ["--precision", "fp16"]
+    restore = named["restore 12 MP quality --backend trt --tile on"]
+    assert restore[restore.index("--backend") + 1] == "trt" and restore[restore.index("--tile") + 1] == "on"
+    assert "--scratch" not in restore and "--hr" not in restore  # quality mode
+    touch = "b = bytearray(300 << 20); b[::4096] = b'x' * len(b[::4096])"
+    record = e2e.timed("allocate", [sys.executable, "-c", touch])
+    assert record["exit_code"] == 0 and record["peak_rss_mib"] >= 300 and record["seconds"] > 0
+    assert e2e.timed("fail", [sys.executable, "-c", "raise SystemExit(3)"])["exit_code"] == 3
+    alone = e2e.record(tmp_path, {"ok": True})  # no harness JSON: a file of its own
+    assert alone.name == "gpu_check_tensorrt.json"
+    (tmp_path / "gpu_check.json").write_text(json.dumps({"summary": {"failed": 0}}))
+    merged = json.loads(e2e.record(tmp_path, {"ok": False}).read_text())
+    assert merged == {"summary": {"failed": 0}, "tensorrt_end_to_end": {"ok": False}}
+    e2e.write_photo(tmp_path / "small.png", 64, 48)
+    import cv2
+
+    assert cv2.imread(str(tmp_path / "small.png")).shape == (48, 64, 3)

@@ -282,3 +282,44 @@ def test_strips_follow_free_device_memory_and_halve_once_on_out_of_memory(models
     with pytest.raises(DeviceOutOfMemory, match="out of device memory"):  # halved once, then it is an error
         executor.run([op], {"a": executor.frame_from_array(x)})
     tight.close()
+
+
+def test_tensorrt_backend_drives_hr_mode_tiled_and_untiled(exported_models, tmp_path, monkeypatch, gpu_kernels):
+    """HR mode under the stand-ins: its graphs (or, tiled, their layers) run as engines, and the
+    untiled patch match between the mapping segments goes through the backend's kernels (three
+    scales). The latent (12x20) is not a multiple of the first patch size (8)."""
+    from trt_restore.backends import onnxruntime_backend
+    from trt_restore.backends.onnxruntime_backend import OrtBackend
+    from trt_restore.backends.tensorrt_backend import TrtBackend
+    from trt_restore.global_restoration import GlobalRestorer
+    from trt_restore.tiling.executor import ExecutorConfig
+    from trt_restore.tiling.runner import TiledGlobalRestorer
+
+    trt = FakeTrt("10.3.0", run_onnx=True)
+    report = build_engines(BuildOptions(models_dir=exported_models, engines_dir=tmp_path / "engines",
+                                        max_size=(128, 128), opt_size=(64, 64), strip_rows=8, tiled_max_side=256),
+                           trt=trt, gpu=H100, on_event=lambda line: None)
+    assert not report.failed, report.failed
+    image = np.random.default_rng(5).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    mask = np.zeros(image.shape[:2], np.uint8)  # drawn: a stroke and a blob (dilated by HR mode)
+    mask[10:14, 8:70] = 255
+    mask[28:40, 50:62] = 255
+    want = GlobalRestorer(OrtBackend(exported_models, threads=1), "hr").restore(image, mask=mask)
+    assert want.tensors["latent"].shape[2:] == (12, 20)
+    monkeypatch.setattr(onnxruntime_backend, "OrtBackend", _NoOnnxruntime)
+    backend = TrtBackend(exported_models, engines_dir=tmp_path / "engines", trt=trt, cudart=FakeCudart(), gpu=H100)
+    for tiled in (False, True):
+        trt.executions.clear()
+        gpu_kernels.calls.clear()
+        restorer = (TiledGlobalRestorer(backend, "hr", ExecutorConfig(strip_rows=4)) if tiled
+                    else GlobalRestorer(backend, "hr"))
+        got = restorer.restore(image, mask=mask)
+        assert set(trt.executions) == _expected_sources(exported_models, "hr", tiled, detection=False), tiled
+        # untiled: one patch match per scale (8, 4, 2) on the kernels; tiled: on the host's frames
+        assert gpu_kernels.calls == ([] if tiled else ["patch_match"] * 3), tiled
+        for name in ("latent", "mapped", "output"):
+            np.testing.assert_allclose(got.tensors[name], want.tensors[name], atol=1e-3 if tiled else 1e-5,
+                                       err_msg=f"hr {'tiled' if tiled else 'untiled'} {name}")
+        assert np.abs(got.restored.astype(int) - want.restored.astype(int)).max() <= 1
+    assert not backend.cpu_graphs
+    backend.close()
