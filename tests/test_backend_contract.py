@@ -15,7 +15,8 @@ from trt_restore.global_restoration import GlobalRestorer
 from trt_restore.tiling.runner import TiledGlobalRestorer
 
 RUNTIME = Path(__file__).resolve().parents[1] / "runtime"
-MEMBERS = ("run", "run_layer", "masked_attention", "patch_match", "store", "describe", "fallback_reason", "close")
+MEMBERS = ("run", "run_layer", "masked_attention", "patch_match", "patch_match_frames", "store", "describe",
+           "fallback_reason", "close")
 
 
 def test_the_contract_names_every_member_the_pipeline_uses():

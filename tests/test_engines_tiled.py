@@ -315,8 +315,8 @@ def test_tensorrt_backend_drives_hr_mode_tiled_and_untiled(exported_models, tmp_
                     else GlobalRestorer(backend, "hr"))
         got = restorer.restore(image, mask=mask)
         assert set(trt.executions) == _expected_sources(exported_models, "hr", tiled, detection=False), tiled
-        # untiled: one patch match per scale (8, 4, 2) on the kernels; tiled: on the host's frames
-        assert gpu_kernels.calls == ([] if tiled else ["patch_match"] * 3), tiled
+        # one patch match per scale (8, 4, 2) on the kernels, untiled and tiled
+        assert gpu_kernels.calls == ["patch_match"] * 3, tiled  # tiled HR too: the map goes to the GPU whole
         for name in ("latent", "mapped", "output"):
             np.testing.assert_allclose(got.tensors[name], want.tensors[name], atol=1e-3 if tiled else 1e-5,
                                        err_msg=f"hr {'tiled' if tiled else 'untiled'} {name}")

@@ -17,7 +17,8 @@ class BackendUnsupported(RuntimeError):
 
 
 class Backend:
-    """run / run_layer / masked_attention / patch_match / store / describe / fallback_reason / close."""
+    """run / run_layer / masked_attention / patch_match / patch_match_frames / store / describe /
+    fallback_reason / close."""
 
     name: str = "backend"
     store = None  # ModelStore of the models folder, or None for stand-ins that have none
@@ -43,6 +44,14 @@ class Backend:
     def patch_match(self, x: np.ndarray, hole: np.ndarray, size: int, chunk_bytes: int | None = None) -> np.ndarray:
         """The HR patch match, x (C, H, W), hole (H, W) (runtime/attention.py)."""
         return attention.patch_match(x, hole, size, chunk_bytes or attention.DEFAULT_CHUNK_BYTES)
+
+    def patch_match_frames(self, source, target, hole: np.ndarray, size: int) -> None:
+        """The HR patch match on tiled maps (runtime/tiling Frames): `source` read, `target` written.
+        The default streams bands of patch rows on the host (memory O(hole patches + band)); a GPU
+        backend overrides it with its kernels."""
+        from ..tiling.patch_match import patch_match_frames
+
+        patch_match_frames(source, target, hole, size)
 
     def describe(self) -> str:
         """One line for logs and `doctor`."""

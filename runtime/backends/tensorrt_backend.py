@@ -378,6 +378,14 @@ class TrtBackend(Backend):
             self._sync()
             return view.copy()
 
+    def patch_match_frames(self, source, target, hole: np.ndarray, size: int) -> None:
+        """Tiled HR: the map goes to the GPU whole (512 channels at 1/4 scale, e.g. 1.5 GB at 12 MP)
+        for the kernels; without kernels, the host-streamed default."""
+        if self.kernels is None:
+            return super().patch_match_frames(source, target, hole, size)
+        height = source.shape[1]
+        target.store.write(0, self.patch_match(source.read(0, height), hole, size))
+
     def patch_match(self, x: np.ndarray, hole: np.ndarray, size: int, chunk_bytes: int | None = None) -> np.ndarray:
         """Same contract as trt_restore.attention.patch_match: x (C, H, W), hole (H, W)."""
         if self.kernels is None:

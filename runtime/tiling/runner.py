@@ -7,7 +7,6 @@ import numpy as np
 
 from ..global_restoration import GlobalRestorer
 from .executor import ExecutorConfig, Frame, TiledExecutor
-from .patch_match import patch_match_frames
 from .programs import PROGRAMS
 
 OUTPUTS = {
@@ -36,6 +35,7 @@ class FrameRunner:
         if device_bytes and device_bytes < config.strip_bytes:
             config = replace(config, strip_bytes=device_bytes)
         self.executor = TiledExecutor(backend.run_layer, config)
+        self.backend = backend
         self._owned: list[Frame] = []
 
     def run(self, graph: str, inputs: dict) -> dict:
@@ -67,7 +67,7 @@ class FrameRunner:
 
     def patch_match(self, x: Frame, hole: np.ndarray, size: int) -> Frame:
         target = self.executor.new_frame(*x.shape)
-        patch_match_frames(x, target, hole, size)
+        self.backend.patch_match_frames(x, target, hole, size)  # host-streamed, or the GPU kernels
         self._owned.append(target)
         return target
 
