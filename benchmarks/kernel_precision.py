@@ -22,6 +22,8 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import numpy as np
 
+from trt_restore.conformance.formulas import original_attention as original_attention64
+
 
 def reference_root(explicit: str | None) -> Path:
     """$TRT_RESTORE_REFERENCE, else ../shared/reference or shared/reference beside the repository."""
@@ -31,16 +33,6 @@ def reference_root(explicit: str | None) -> Path:
         if candidate and (Path(candidate) / "vectors").is_dir():
             return Path(candidate)
     raise SystemExit("no reference root with vectors/ found (pass it or set TRT_RESTORE_REFERENCE)")
-
-
-def original_attention64(theta, phi, g, valid):
-    """float64: softmax over all keys, times the mask, row / max(rowsum, 1e-12)."""
-    f = theta.T.astype(np.float64) @ phi.astype(np.float64)
-    f -= f.max(axis=1, keepdims=True)
-    p = np.exp(f)
-    p /= p.sum(axis=1, keepdims=True)
-    p *= valid[None, :]
-    return (p @ g.T.astype(np.float64) / np.maximum(p.sum(axis=1, keepdims=True), 1e-12)).T
 
 
 def tf32(x):

@@ -16,19 +16,10 @@ pytest.importorskip("torch")
 triton = pytest.importorskip("triton")
 
 from trt_restore import attention
+from trt_restore.conformance.formulas import original_attention as original
 from trt_restore.engines.kernels import configs, interpret
 
 C = configs.CHANNELS
-
-
-def original(theta, phi, g, valid):
-    """float64: softmax over ALL keys, times the mask, row / max(rowsum, 1e-12) (F.normalize)."""
-    f = theta.T.astype(np.float64) @ phi.astype(np.float64)
-    f -= f.max(axis=1, keepdims=True)
-    p = np.exp(f)
-    p /= p.sum(axis=1, keepdims=True)
-    p *= valid[None, :]
-    return (p @ g.T.astype(np.float64) / np.maximum(p.sum(axis=1, keepdims=True), 1e-12)).T
 
 
 def inputs(n, valid_fraction, seed, scale=0.08):
