@@ -255,9 +255,10 @@ class _Registry:
         return object()
 
 
-class OnnxEngine:
+class OnnxEngine(_Engine):
     """An engine whose context computes the plan's real graph: its ONNX source run by
-    onnxruntime inside the stand-in, so outputs are real and comparable."""
+    onnxruntime inside the stand-in, so outputs are real and comparable (tensor names, modes
+    and dtypes as the plain stand-in engine)."""
 
     def __init__(self, plan: dict, trt):
         import onnxruntime as ort
@@ -268,15 +269,6 @@ class OnnxEngine:
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.num_io_tensors = len(self.inputs) + len(self.outputs)
         self._shapes: dict = {}
-
-    def get_tensor_name(self, i):
-        return (self.inputs + self.outputs)[i]
-
-    def get_tensor_mode(self, name):
-        return "INPUT" if name in self.inputs else "OUTPUT"
-
-    def get_tensor_dtype(self, name):
-        return np.float32
 
     def output_shapes(self, input_shapes: dict) -> dict:
         """Output shapes for these input shapes (one run on zeros per new shape set)."""

@@ -5,6 +5,7 @@ import contextlib
 import os
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -57,3 +58,16 @@ def running_service(config, ready_timeout: float = 180.0):
 
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+class IdentityRestorer:
+    """Gives the photo back unchanged: what comes out is what the service made of the upload."""
+
+    def __init__(self, mode, faces, threads):
+        self._faces, self.face_note = None, "faces: off (fake)"
+
+    def restore(self, image):
+        return image.copy()
+
+    def restore_with_stages(self, image, mask=None):
+        return SimpleNamespace(restored=image.copy(), timings={"mapping": 0.001})

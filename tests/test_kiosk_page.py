@@ -12,7 +12,6 @@ import io
 import os
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -27,7 +26,7 @@ if not Path(CHROMIUM).is_file():
     pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 
 from icc_support import adobe_rgb_like  # noqa: E402
-from serve_support import running_service  # noqa: E402
+from serve_support import IdentityRestorer, running_service  # noqa: E402
 from trt_restore import colour  # noqa: E402
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -37,15 +36,6 @@ PATCHES = [(200, 60, 50), (60, 150, 70), (50, 80, 170), (190, 170, 120)]  # Adob
 MIN_TARGET = 44  # px: the usual minimum for a fingertip
 
 
-class Identity:
-    def __init__(self, mode, faces, threads):
-        self._faces, self.face_note = None, "faces: off (fake)"
-
-    def restore(self, image):
-        return image.copy()
-
-    def restore_with_stages(self, image, mask=None):
-        return SimpleNamespace(restored=image.copy(), timings={"mapping": 0.001})
 
 
 def _scan() -> np.ndarray:
@@ -61,7 +51,7 @@ def service():
     from trt_restore.serve.app import ServeConfig
     from trt_restore.serve.engine import EngineConfig
 
-    config = ServeConfig(engine=EngineConfig(models="unused", restorer_factory=Identity, modes=("quality",)), grace=2)
+    config = ServeConfig(engine=EngineConfig(models="unused", restorer_factory=IdentityRestorer, modes=("quality",)), grace=2)
     with running_service(config) as (url, _):
         yield url
 

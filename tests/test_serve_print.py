@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from icc_support import adobe_rgb_like  # noqa: E402
+from serve_support import IdentityRestorer  # noqa: E402
 from trt_restore import colour  # noqa: E402
 from trt_restore.serve.app import ServeConfig, create_app  # noqa: E402
 from trt_restore.serve.engine import EngineConfig  # noqa: E402
@@ -22,21 +22,10 @@ from trt_restore.serve.engine import EngineConfig  # noqa: E402
 RGB = np.random.default_rng(3).integers(60, 190, (40, 56, 3), dtype=np.uint8)
 
 
-class Identity:
-    """Gives the photo back unchanged: what comes out is what the service made of the upload."""
-
-    def __init__(self, mode, faces, threads):
-        self._faces, self.face_note = None, "faces: off (fake)"
-
-    def restore(self, image):
-        return image.copy()
-
-    def restore_with_stages(self, image, mask=None):
-        return SimpleNamespace(restored=image.copy(), timings={"mapping": 0.001})
 
 
 def _client():
-    engine = EngineConfig(models="unused", restorer_factory=Identity, modes=("quality",))
+    engine = EngineConfig(models="unused", restorer_factory=IdentityRestorer, modes=("quality",))
     return TestClient(create_app(ServeConfig(engine=engine, grace=2)))
 
 
