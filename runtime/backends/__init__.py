@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from .base import Backend, BackendUnsupported
+from .base import Backend, BackendUnavailable, BackendUnsupported
 from .options import REGISTRY, OrtOptions, TrtOptions
 
-__all__ = ["Backend", "BackendUnsupported", "OrtOptions", "TrtOptions", "REGISTRY", "create_backend"]
+__all__ = ["Backend", "BackendUnavailable", "BackendUnsupported", "OrtOptions", "TrtOptions", "REGISTRY", "create_backend"]
 
 
 def create_backend(kind: str, models_dir, threads: int | None = None, precision: str | None = None,
@@ -34,7 +34,7 @@ def create_backend(kind: str, models_dir, threads: int | None = None, precision:
             return REGISTRY["trt"][1](models_dir, options)
         except TrtBackendUnavailable as err:
             if kind == "trt":
-                raise RuntimeError(f"TensorRT backend unavailable: {err}") from None
+                raise BackendUnavailable(f"TensorRT backend unavailable: {err}") from None
             reason = str(err)
     backend = REGISTRY["ort"][1](models_dir, ort)
     if kind == "auto":

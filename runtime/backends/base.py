@@ -12,6 +12,11 @@ import numpy as np
 from .. import attention
 
 
+class BackendUnavailable(RuntimeError):
+    """The backend cannot run on this machine at all (no TensorRT, no GPU, no engines): the
+    caller may fall back or skip, unlike an error of a backend that ran."""
+
+
 class BackendUnsupported(RuntimeError):
     """A backend was asked for something it cannot do (e.g. per-layer graphs for tiling)."""
 

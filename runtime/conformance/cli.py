@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -10,9 +9,6 @@ from typing import Optional
 import typer
 
 from .command import DEFAULT_TILE_ROWS, Report, UsageError, resolve_backends, run_conformance
-
-DEFAULT_REFERENCE = os.environ.get("TRT_RESTORE_REFERENCE")
-
 
 def print_report(report: Report) -> None:
     """One row per tensor, worst first within a file; then a summary line."""
@@ -50,7 +46,7 @@ def print_report(report: Report) -> None:
 
 
 def conformance_command(
-    reference: Optional[Path] = typer.Option(DEFAULT_REFERENCE, "--reference", "-r",
+    reference: Optional[Path] = typer.Option(None, "--reference", "-r", envvar="TRT_RESTORE_REFERENCE",
                                              help="Reference root with vectors/*.npz and faces/*.npz "
                                              "(default: $TRT_RESTORE_REFERENCE)."),
     backend: list[str] = typer.Option(["all"], "--backend", "-b",

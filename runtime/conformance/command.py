@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..backends.base import BackendUnavailable
 from .faces import FACE_KINDS, check_face_file
 from .segments import NETWORK_KINDS, TILED_KINDS, graphs_for, run_vector
 from .vectors import Comparison, discover, load_vector, tags_for
@@ -140,7 +141,7 @@ def _ensure_engines(models: Path, precision: str, metas: dict) -> None:
         raise UsageError(f"the TensorRT engine builder is unavailable: {err}") from None
     reason = describe_unavailable()
     if reason:
-        raise RuntimeError(f"TensorRT backend unavailable: {reason}")
+        raise BackendUnavailable(f"TensorRT backend unavailable: {reason}")
     graphs = sorted(set().union(*(graphs_for(m["kind"]) for m in metas.values())))
     height = max(int(m["H"]) for m in metas.values() if "H" in m)
     width = max(int(m["W"]) for m in metas.values() if "W" in m)
@@ -218,8 +219,7 @@ def run_conformance(reference: Path, backends: list[str], precision: str = "fp32
 
 def _unavailable(err: Exception) -> bool:
     """Errors that mean 'this backend cannot run on this machine', not 'it ran and broke'."""
-    text = str(err)
-    return isinstance(err, (ImportError, UsageError)) or "unavailable" in text or "not installed" in text
+    return isinstance(err, (ImportError, UsageError, BackendUnavailable))
 
 
 def _run_pytorch(workspace: Workspace, metas: dict, report: Report) -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 
 from ..global_restoration import GlobalRestorer
+from ..modes import SPECS
 from .vectors import Comparison, UnknownKind, compare_tensor, load_vector
 
-GLOBAL_MODES = {"quality": "quality", "scratch": "scratch", "hr": "hr"}
 FACE_GRAPHS = {"face256": "face_256", "face512": "face_512"}
 NETWORK_KINDS = ("quality", "vae_roundtrip", "scratch", "hr", "detection", "face256", "face512")
 TILED_KINDS = ("quality", "vae_roundtrip", "scratch", "hr")  # what the strip executor runs
@@ -45,7 +45,7 @@ def _restorer(backend, mode: str, tile_rows: int | None) -> GlobalRestorer:
 
 def produce(backend, kind: str, meta: dict, arrays: dict, tile_rows: int | None = None) -> tuple[dict, dict]:
     """(tensors produced by the backend, {tensor: why it is not exposed})."""
-    if kind in GLOBAL_MODES or kind == "vae_roundtrip":
+    if kind in SPECS or kind == "vae_roundtrip":  # the global modes' vector kinds are the mode names
         if kind == "vae_roundtrip":
             if meta.get("vae_tag") != "VAE_A_quality":
                 return {}, {name: f"{meta.get('vae_tag')} is not a runtime graph" for name in meta["outputs"]}
@@ -55,7 +55,7 @@ def produce(backend, kind: str, meta: dict, arrays: dict, tile_rows: int | None 
             produced = {"latent": runner.to_array(latent)}
             runner.close()
             return produced, {"output": "VAE A's own decoder is not a runtime graph (the pipeline decodes with VAE B)"}
-        restorer = _restorer(backend, GLOBAL_MODES[kind], tile_rows)
+        restorer = _restorer(backend, kind, tile_rows)
         runner = restorer.runner()
         values = restorer.run_networks(runner, arrays["input"], arrays.get("mask"))
         produced = {name: runner.to_array(value) for name, value in values.items()}
