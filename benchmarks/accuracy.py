@@ -69,7 +69,7 @@ class QdqBackend(Backend):
         return "Q/DQ models of every graph"
 
 
-class Hybrid:
+class Hybrid(Backend):
     """Routes each graph to the INT8 or the fp32 backend; records inputs of the fp32 run."""
 
     def __init__(self, fp32, int8, int8_graphs: set[str], record: bool = False):

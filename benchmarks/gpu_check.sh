@@ -46,14 +46,15 @@ echo "cubins:    $TRT_RESTORE_CUBIN_DIR ($(ls "$TRT_RESTORE_CUBIN_DIR" | tr '\n'
 
 # TensorRT end to end (benchmarks/trt_end_to_end.py), only where `import tensorrt` works:
 # export (synthetic weights) -> build-engines --precision fp16 -> one 12 MP photo, quality mode,
-# --backend trt --tile on; times and peak RSS go into the JSON. A failure turns exit 0 into 1.
+# --backend trt --tile on, then the same restore counting host<->device bytes ("transfers");
+# times, peak RSS and bytes go into the JSON. A failure turns exit 0 into 1.
 trt_end_to_end() {
     local why
     if ! why="$("$PYTHON" -c "import tensorrt" 2>&1)"; then
         echo "TensorRT end to end: skipped, $PYTHON cannot import tensorrt ($(printf '%s\n' "$why" | tail -n 1))"
         return
     fi
-    echo "== TensorRT end to end (export -> build-engines fp16 -> restore 12 MP, --backend trt --tile on)"
+    echo "== TensorRT end to end (export -> build-engines fp16 -> restore 12 MP, --backend trt --tile on, bytes moved)"
     timeout "${TRT_E2E_TIMEOUT:-1500}" "$PYTHON" benchmarks/trt_end_to_end.py --out "$OUTDIR"
     local code=$?
     [ $code -eq 124 ] && echo "error: TensorRT end to end timed out (TRT_E2E_TIMEOUT=${TRT_E2E_TIMEOUT:-1500} s)"

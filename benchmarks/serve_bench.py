@@ -4,7 +4,11 @@
    for each client count, runs N concurrent clients for M seconds (trt_restore.serve.loadtest):
    p50/p90/p99 latency of the 200 answers, throughput, 429s, and the lost / mixed-up answers
    (each request is tagged and carries one of K distinct photos whose restoration is known).
-   Then SIGTERMs the server while clients are still posting and counts what they got.
+   Then W clients for S seconds of which every k-th request hangs up right after sending
+   (`--walkaway-clients/--walkaway-seconds/--disconnect-every`): the answers of the others must
+   stay exact, the service must cancel the abandoned jobs, answer /healthz throughout, and
+   its RSS and open files must come back. Then SIGTERMs the server while clients are still
+   posting and counts what they got.
 2. Runs `trt-restore batch` on F photos, SIGKILLs it after ~1/3 of the outputs exist, reruns
    it, and checks every output exists exactly once and nothing was restored twice.
 
@@ -71,6 +75,32 @@ def start_server(args, port: int) -> subprocess.Popen:
         time.sleep(0.2)
     server.kill()
     raise RuntimeError("server not ready within 300 s")
+
+
+def process_figures(pid: int) -> dict:
+    """RSS and open file descriptors of a process on this machine (Linux /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss_kb = int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))
+    return {"rss_mib": round(rss_kb / 1024, 1), "open_files": len(os.listdir(f"/proc/{pid}/fd"))}
+
+
+def walkaway_load(args, port: int, server: subprocess.Popen, probes) -> dict:
+    """Many clients, a share of them hanging up after sending: nothing lost or mixed up for the
+    others, the abandoned jobs cancelled, /healthz answering, RSS and files back after."""
+    from trt_restore.serve.loadtest import run_load
+
+    url = f"http://127.0.0.1:{port}"
+    before, stats_before = process_figures(server.pid), get_json(f"{url}/readyz")[1]
+    figures = run_load(url, probes, clients=args.walkaway_clients, seconds=args.walkaway_seconds,
+                       disconnect_every=args.disconnect_every)
+    for _ in range(120):  # let the last cancellations be counted
+        stats_after = get_json(f"{url}/readyz")[1]
+        if not stats_after.get("queued") and not stats_after.get("running"):
+            break
+        time.sleep(0.5)
+    after = process_figures(server.pid)
+    delta = {k: (stats_after.get(k) or 0) - (stats_before.get(k) or 0) for k in ("completed", "cancelled", "failed")}
+    return {**figures, "server_before": before, "server_after": after, "server_delta": delta}
 
 
 def shutdown_under_load(args, port: int, server: subprocess.Popen, probes, delivered_before: int) -> dict:
@@ -215,6 +245,8 @@ def markdown(report: dict) -> str:
                      f"{row['rejected_429_503']} | {row['lost']} | {row['mixed_up']} | {row['error_status']} | "
                      f"{fmt(lat['p50'])} | {fmt(lat['p90'])} | {fmt(lat['p99'])} | {fmt(lat['max'])} | "
                      f"{row['throughput_per_s']} |")
+    if report.get("walkaway"):
+        lines += walkaway_markdown(report["walkaway"])
     stop = report["shutdown"]
     drain = "; ".join(line.split(" WARNING ")[-1] for line in stop["drain_log"])
     batch = report["batch"]
@@ -271,6 +303,26 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def walkaway_markdown(row: dict) -> list[str]:
+    lat, health = row["latency_s"], row["healthz"]
+    before, after, delta = row["server_before"], row["server_after"], row["server_delta"]
+    return [
+        "",
+        "## Clients that walk away",
+        "",
+        f"{row['clients']} clients for {row['seconds']} s; every request of a client whose number is a multiple of "
+        f"the walk-away period hangs up 50 ms after sending the photo: {row['sent']} requests, {row['ok']} answered "
+        f"200, {row['rejected_429_503']} 429/503, {row['abandoned']} abandoned, **{row['lost']} lost, "
+        f"{row['mixed_up']} mixed up, {row['error_status']} other errors, {row['unaccounted']} unaccounted**. "
+        f"The service completed {delta['completed']} photos and cancelled {delta['cancelled']} jobs of clients "
+        f"that had gone ({delta['failed']} failed). p50 {lat['p50'] or 0:.3f} s, p99 {lat['p99'] or 0:.3f} s.",
+        "",
+        f"`/healthz` timed every 0.25 s throughout: {health['probes']} probes, {health['failed']} failed, "
+        f"p50 {health['p50_ms']} ms, p99 {health['p99_ms']} ms, max {health['max_ms']} ms. Server RSS "
+        f"{before['rss_mib']} → {after['rss_mib']} MiB, open files {before['open_files']} → {after['open_files']}.",
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=Path, default=os.environ.get("TRT_RESTORE_MODELS"), required=False)
@@ -281,6 +333,9 @@ def main() -> int:
     parser.add_argument("--max-queue", type=int, default=4)
     parser.add_argument("--grace", type=float, default=10)
     parser.add_argument("--probes", type=int, default=8)
+    parser.add_argument("--walkaway-clients", type=int, default=32, help="clients of the walk-away phase (0: skip)")
+    parser.add_argument("--walkaway-seconds", type=float, default=60)
+    parser.add_argument("--disconnect-every", type=int, default=4, help="every k-th request hangs up after sending")
     parser.add_argument("--batch-files", type=int, default=30)
     parser.add_argument("--ray", action="store_true", help="also run the Ray Data / Ray Serve figures")
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "serve.json")
@@ -309,6 +364,10 @@ def main() -> int:
             print(json.dumps({k: figures[k] for k in ("clients", "sent", "ok", "rejected_429_503", "lost",
                                                       "mixed_up", "latency_s")}), flush=True)
             report["load"].append(figures)
+        if args.walkaway_clients:
+            report["walkaway"] = walkaway_load(args, port, server, probes)
+            print(json.dumps({k: report["walkaway"][k] for k in ("clients", "sent", "ok", "abandoned", "lost",
+                                                                 "mixed_up", "healthz", "server_delta")}), flush=True)
         report["server_stats"] = get_json(f"http://127.0.0.1:{port}/readyz")[1]
         report["shutdown"] = shutdown_under_load(args, port, server, probes, sum(r["ok"] for r in report["load"]))
         print(json.dumps(report["shutdown"]), flush=True)
@@ -325,7 +384,8 @@ def main() -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     args.markdown.write_text(markdown(report))
-    problems = sum(r["lost"] + r["mixed_up"] + r["error_status"] for r in report["load"])
+    problems = sum(r["lost"] + r["mixed_up"] + r["error_status"] for r in report["load"] + [report.get("walkaway")]
+                   if r)
     problems += report["shutdown"]["dropped_or_wrong"] + report["batch"]["restored_twice"]
     problems += abs(report["batch"]["outputs_after_rerun"] - report["batch"]["expected_outputs"])
     if report.get("ray"):

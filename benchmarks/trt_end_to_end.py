@@ -1,8 +1,11 @@
 """The TensorRT part of benchmarks/gpu_check.sh (run only where `import tensorrt` works):
 synthetic weights -> `trt-restore export` (quality graphs and their per-layer graphs) ->
 `trt-restore build-engines --precision fp16` -> restore one synthetic 12 MP photo in quality
-mode with `--backend trt --tile on`. Each step's wall time, exit code and peak RSS (of that
-step's process, os.wait4) go into OUT/gpu_check.json under "tensorrt_end_to_end", or into
+mode with `--backend trt --tile on` -> the same restore in one process that reads the backend's
+host<->device byte counters ("transfers": bytes each way and per pixel; the tiled executor
+keeps maps on the device, so they should be a few times the photo's float bytes, not the
+layers' maps). Each step's wall time, exit code and peak RSS (of that step's process,
+os.wait4) go into OUT/gpu_check.json under "tensorrt_end_to_end", or into
 OUT/gpu_check_tensorrt.json when the harness wrote no gpu_check.json.
 
     python benchmarks/trt_end_to_end.py --out OUT_DIR [--work DIR] [--size 4000x3000]
@@ -40,7 +43,36 @@ def steps(work: Path, photo: Path) -> list[tuple[str, list[str]]]:
         ("restore 12 MP quality --backend trt --tile on",
          cli("restore", str(photo), "-o", str(work / "restored"), "-m", str(models), "--backend", "trt",
              "--tile", "on", "--no-faces", "--overwrite")),
+        ("transfers of a tiled 12 MP restore",
+         [sys.executable, str(Path(__file__).resolve()), "--measure-transfers", str(models), str(photo),
+          str(work / TRANSFERS)]),
     ]
+
+
+TRANSFERS = "transfers.json"
+
+
+def measure_transfers(models: Path, photo: Path, target: Path) -> dict:
+    """Restore `photo` tiled (quality mode, --tile on, fp16 engines) in this process and write
+    the bytes copied between host and device during the restore (TrtBackend.memory)."""
+    from trt_restore.backends.tensorrt_backend import TrtBackend
+    from trt_restore.io import read_image
+    from trt_restore.tiling.plan import plan_tiling
+    from trt_restore.tiling.runner import TiledGlobalRestorer
+
+    image = read_image(photo)
+    height, width = image.shape[:2]
+    backend = TrtBackend(models, precision="fp16")
+    before = dict(backend.memory.transferred)
+    TiledGlobalRestorer(backend, "quality", plan_tiling("quality", height, width, "on")).restore(image)
+    moved = {f"{k}_bytes": backend.memory.transferred[k] - before[k] for k in before}
+    total = sum(moved.values())
+    result = {**moved, "pixels": height * width, "bytes_per_pixel": round(total / (height * width), 2),
+              "photo_float_bytes": 3 * height * width * 4,
+              "total_over_photo_float": round(total / (12 * height * width), 2)}
+    backend.close()
+    target.write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 def write_photo(path: Path, width: int, height: int) -> None:
@@ -80,6 +112,7 @@ def run_all(work: Path, size: tuple[int, int]) -> dict:
         if record["exit_code"] != 0:
             result["failed_step"] = name
             return result
+    result["transfers"] = json.loads((work / TRANSFERS).read_text())
     result["ok"] = True
     return result
 
@@ -98,10 +131,17 @@ def record(out: Path, result: dict) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=None, help="default: a temporary folder")
     parser.add_argument("--size", default="4000x3000", help="photo WIDTHxHEIGHT (default 12 MP)")
+    parser.add_argument("--measure-transfers", nargs=3, type=Path, metavar=("MODELS", "PHOTO", "JSON"),
+                        help="(a step of the run) restore PHOTO tiled and write its host<->device bytes")
     args = parser.parse_args(argv)
+    if args.measure_transfers:
+        print(json.dumps(measure_transfers(*args.measure_transfers)))
+        return 0
+    if args.out is None:
+        parser.error("--out is required")
     width, height = (int(v) for v in args.size.lower().split("x"))
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="trt_e2e_") as scratch:

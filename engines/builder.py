@@ -25,7 +25,8 @@ from .cache import CacheStatus, EngineCache, EngineKey, model_digest, sha256_fil
 from .environment import (BuildStrategy, GpuInfo, TensorRTUnavailable, TrtVersion, build_strategy, gpu_info,
                           import_tensorrt, tensorrt_version)
 from .profiles import (DEFAULT_MAX_ASPECT, DEFAULT_MAX_SIZE, DEFAULT_OPT_SIZE, DEFAULT_STRIP_ROWS,
-                       DEFAULT_TILED_MAX_SIDE, GRAPH_IO, Profile, graph_profile, layer_profile)
+                       DEFAULT_TILED_MAX_SIDE, GRAPH_IO, Profile, graph_profile, op_profile,
+                       strip_layer_profile)
 from .trt_logging import collected_errors, trt_logger
 from ..graph_precision import graph_precision
 
@@ -69,6 +70,7 @@ class GraphPlan:
     precision: str = ""  # what this graph is built at (int8 runs keep some graphs in float)
     note: str | None = None  # why `precision` differs from the requested one
     skipped: str | None = None  # why nothing is built for this graph
+    generate: Callable[[Path], None] | None = None  # writes `onnx` when it is generated here (strip graphs)
 
 
 def read_manifest(models_dir: Path) -> dict:
@@ -159,26 +161,59 @@ def layer_precision(requested: str) -> tuple[str, str | None]:
 
 def plan_layer_builds(options: BuildOptions, manifest: dict, gpu: GpuInfo, version: TrtVersion,
                       cache: EngineCache) -> list[GraphPlan]:
-    """One strip-profile plan per per-layer graph (models.json `layers`), keyed by the layer
-    file's sha256 (the export records none for layers)."""
+    """One strip-profile plan per per-layer graph (models.json `layers`), wrapped with the
+    pending normalisation and the strip statistics (engines/strip_graphs.py) and keyed by the
+    layer file's sha256 and the wrapping's version (the export records none for layers), plus
+    the pointwise op graphs (`strip/copy`, `strip/add`, `strip/blend`) the device executor runs."""
+    from .strip_graphs import OPS, op_digest, op_graph_name, wrapped_digest, write_op_graph, write_wrapped_layer
+
     plans = []
     precision, note = layer_precision(options.precision)
     strategy = build_strategy(version, precision)
     described = strategy.describe() + (f"; built {precision} (per-layer graph)" if note else "")
-    for name, entry in manifest["layers"].items():
-        onnx_path = Path(options.models_dir) / entry["file"]
-        if not onnx_path.is_file():
-            raise BuildError(f"{onnx_path}: listed in {MANIFEST} (layers) but missing; re-run `trt-restore export`")
-        digest = sha256_file(onnx_path)
-        profile = layer_profile(name, options.tiled_max_side, options.strip_rows, max(options.opt_size))
-        source = onnx_variant_path(options.models_dir, {"file": entry["file"], "sha256": digest},
+    strips = Path(options.cache_root) / "strip_graphs"
+
+    def plan(name: str, digest: str, profile: Profile, onnx_path: Path, generate) -> GraphPlan:
+        source = onnx_variant_path(options.models_dir, {"file": str(onnx_path), "sha256": digest},
                                    strategy.onnx_variant, options.cache_root)
         key = EngineKey(graph=name, model_sha256=digest, precision=options.precision, profile=profile,
                         gpu_name=gpu.name, compute_capability=gpu.compute_capability,
                         tensorrt_version=str(version), version_compatible=options.version_compatible,
                         strategy=described)
-        plans.append(GraphPlan(name, onnx_path, key, cache.status(key), source, strategy, precision, note))
+        return GraphPlan(name, onnx_path, key, cache.status(key), source, strategy, precision, note,
+                         generate=generate)
+
+    for name, entry in manifest["layers"].items():
+        layer_path = Path(options.models_dir) / entry["file"]
+        if not layer_path.is_file():
+            raise BuildError(f"{layer_path}: listed in {MANIFEST} (layers) but missing; re-run `trt-restore export`")
+        digest = wrapped_digest(sha256_file(layer_path))
+        wrapped = strips / f"{layer_path.stem}.{digest[:16]}.strip.onnx"
+        profile = strip_layer_profile(name, options.tiled_max_side, options.strip_rows, max(options.opt_size))
+        plans.append(plan(name, digest, profile, wrapped,
+                          lambda target, source=layer_path: write_wrapped_layer(source, target)))
+    for kind in OPS:
+        digest = op_digest(kind)
+        profile = op_profile(kind, options.tiled_max_side, options.strip_rows, max(options.opt_size))
+        plans.append(plan(op_graph_name(kind), digest, profile, strips / f"strip_{kind}.{digest[:16]}.onnx",
+                          lambda target, kind=kind: write_op_graph(kind, target)))
     return plans
+
+
+def prepare_source(plan: GraphPlan) -> Path:
+    """Write the ONNX a plan parses when it is generated (wrapped layer / op graph, its fp16
+    copy) and return its path."""
+    if plan.generate is not None and not Path(plan.onnx).is_file():
+        plan.generate(plan.onnx)
+    if plan.strategy is not None and plan.strategy.onnx_variant == "fp16" and not Path(plan.source_onnx).is_file():
+        from .fp16_onnx import convert_file
+        from .strip_graphs import FP32_TAIL
+
+        Path(plan.source_onnx).parent.mkdir(parents=True, exist_ok=True)
+        convert_file(plan.onnx, plan.source_onnx, **({"fp32_tail": FP32_TAIL} if plan.generate else {}))
+    if not Path(plan.source_onnx).is_file():
+        raise BuildError(f"{plan.source_onnx}: not found")
+    return Path(plan.source_onnx)
 
 
 class _Progress:
@@ -322,13 +357,7 @@ def build_engines(options: BuildOptions, trt=None, gpu: GpuInfo | None = None,
         if plan.status.state != "missing":
             on_event(f"{plan.graph}: rebuilding, cached plan is {plan.status.state}: {plan.status.reason}")
         try:
-            if plan.strategy.onnx_variant == "fp16" and not plan.source_onnx.is_file():
-                from .fp16_onnx import convert_file
-
-                plan.source_onnx.parent.mkdir(parents=True, exist_ok=True)
-                convert_file(plan.onnx, plan.source_onnx)
-            if not plan.source_onnx.is_file():
-                raise BuildError(f"{plan.source_onnx}: not found")
+            prepare_source(plan)
             start = time.perf_counter()
             blob = build_plan(trt, plan, options, plan.strategy, version, timing, progress=progress)
             seconds = time.perf_counter() - start

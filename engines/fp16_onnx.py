@@ -15,8 +15,10 @@ DEFAULT_KEEP_FP32 = ("InstanceNormalization",)
 _FP32_INPUTS = {("Resize", 1), ("Resize", 2), ("Upsample", 1)}
 
 
-def convert_to_fp16(model, keep_fp32: tuple[str, ...] = DEFAULT_KEEP_FP32):
-    """Return a converted copy of an onnx.ModelProto."""
+def convert_to_fp16(model, keep_fp32: tuple[str, ...] = DEFAULT_KEEP_FP32, fp32_tail: str | None = None):
+    """Return a converted copy of an onnx.ModelProto. `fp32_tail`: a node-name prefix of a
+    tail of the graph kept wholly in fp32 (it reads graph inputs and outputs only, in fp32,
+    and writes graph outputs): the strip graphs' statistics, whose sums overflow fp16."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -55,12 +57,17 @@ def convert_to_fp16(model, keep_fp32: tuple[str, ...] = DEFAULT_KEEP_FP32):
             new_nodes.append(helper.make_node("Cast", [value.name], [cast_out], to=HALF, name=f"{value.name}__to_fp16"))
             renamed[value.name] = cast_out
 
-    outputs = {v.name for v in graph.output if v.type.tensor_type.elem_type == FLOAT}
+    tail = [node for node in graph.node if fp32_tail and node.name.startswith(fp32_tail)]
+    tail_outputs = {name for node in tail for name in node.output}
+    fp32_names |= {name for node in tail for name in node.input}
+    outputs = {v.name for v in graph.output if v.type.tensor_type.elem_type == FLOAT} - tail_outputs
     output_alias: dict[str, str] = {}
     for name in outputs:
         output_alias[name] = unique(f"{name}__fp16")
 
     for node in graph.node:
+        if fp32_tail and node.name.startswith(fp32_tail):
+            continue
         node_inputs = [renamed.get(name, output_alias.get(name, name)) for name in node.input]
         if node.op_type == "Constant":
             for attr in node.attribute:
@@ -106,6 +113,7 @@ def convert_to_fp16(model, keep_fp32: tuple[str, ...] = DEFAULT_KEEP_FP32):
 
     for name, alias in output_alias.items():
         new_nodes.append(helper.make_node("Cast", [alias], [name], to=FLOAT, name=f"{name}__to_fp32"))
+    new_nodes += tail  # after the output casts: it reads the fp32 graph inputs and outputs
 
     del graph.node[:]
     graph.node.extend(new_nodes)
@@ -113,10 +121,11 @@ def convert_to_fp16(model, keep_fp32: tuple[str, ...] = DEFAULT_KEEP_FP32):
     return model
 
 
-def convert_file(source: str | Path, target: str | Path, keep_fp32: tuple[str, ...] = DEFAULT_KEEP_FP32) -> Path:
+def convert_file(source: str | Path, target: str | Path, keep_fp32: tuple[str, ...] = DEFAULT_KEEP_FP32,
+                 fp32_tail: str | None = None) -> Path:
     import onnx
 
-    model = convert_to_fp16(onnx.load(str(source)), keep_fp32)
+    model = convert_to_fp16(onnx.load(str(source)), keep_fp32, fp32_tail)
     onnx.checker.check_model(model, full_check=True)
     target = Path(target)
     tmp = target.with_name(f".{target.name}.tmp")

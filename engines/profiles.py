@@ -237,3 +237,53 @@ def layer_profile(layer: str, max_side: int = DEFAULT_TILED_MAX_SIDE, strip_rows
     lo = (1, channels, _window_rows(conv, 1, min), min_w)
     hi = (1, channels, _window_rows(conv, strip_rows, max), max_w)
     return Profile((("x", lo, (1, channels, hi[2], opt_w), hi),))
+
+
+def layer_output_rows(conv, rows: int) -> int:
+    """Output rows of a per-layer graph on a strip of `rows` input rows (it pads only the width;
+    the halo rows come with the strip)."""
+    if conv.transposed:
+        return 2 * rows
+    if conv.stride == 2:
+        return (rows - 2) // 2
+    return rows - 2 * conv.padding
+
+
+def strip_layer_profile(layer: str, max_side: int = DEFAULT_TILED_MAX_SIDE, strip_rows: int = DEFAULT_STRIP_ROWS,
+                        opt_side: int = max(DEFAULT_OPT_SIZE)) -> Profile:
+    """The wrapped per-layer graph's profile (engines/strip_graphs.py): layer_profile's "x" plus
+    the per-channel normalisation (1, C, 1, 1) and the row masks `rows` (1, 1, R, 1) and `keep`
+    (1, 1, R_out, 1)."""
+    from .strip_graphs import NORM_INPUTS
+
+    base = layer_profile(layer, max_side, strip_rows, opt_side)
+    (_, lo, opt, hi), = base.shapes
+    conv, _ = layer_scales()[layer]
+    channels = lo[1]
+    shapes = [("x", lo, opt, hi)]
+    shapes += [(name, (1, channels, 1, 1), (1, channels, 1, 1), (1, channels, 1, 1)) for name in NORM_INPUTS]
+    shapes.append(("rows", (1, 1, lo[2], 1), (1, 1, opt[2], 1), (1, 1, hi[2], 1)))
+    out = [(1, 1, layer_output_rows(conv, r[2]), 1) for r in (lo, opt, hi)]
+    shapes.append(("keep", *out))
+    return Profile(tuple(sorted(shapes)))
+
+
+OP_MAX_CHANNELS = 512  # the widest map a pointwise op of the layer programs touches
+
+
+def op_profile(kind: str, max_side: int = DEFAULT_TILED_MAX_SIDE, strip_rows: int = DEFAULT_STRIP_ROWS,
+               opt_side: int = max(DEFAULT_OPT_SIZE)) -> Profile:
+    """Profile of a pointwise op graph `strip/<kind>`: each operand (1, C, rows, W) with C up to
+    512, rows up to a strip, W up to the latent width of a `max_side` photo (every pointwise op
+    of the layer programs runs on latent-scale maps)."""
+    from .strip_graphs import NORM_INPUTS, OPS
+
+    max_w = max(2, int(_round_up(max_side, LAYER_MULTIPLE) * LATENT_SCALE))
+    opt_w = min(max_w, max(2, int(_round_up(min(opt_side, max_side), LAYER_MULTIPLE) * LATENT_SCALE)))
+    shapes = []
+    for name in "abc"[:OPS[kind]]:
+        shapes.append((name, (1, 1, 1, 1), (1, OP_MAX_CHANNELS, strip_rows, opt_w),
+                       (1, OP_MAX_CHANNELS, strip_rows, max_w)))
+        shapes += [(f"{name}_{n}", (1, 1, 1, 1), (1, OP_MAX_CHANNELS, 1, 1), (1, OP_MAX_CHANNELS, 1, 1))
+                   for n in NORM_INPUTS]
+    return Profile(tuple(sorted(shapes)))

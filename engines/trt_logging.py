@@ -63,3 +63,51 @@ def collected_errors(log: logging.Logger = LOG):
         yield handler.messages
     finally:
         log.removeHandler(handler)
+
+
+FAILED_ALLOCATION = 5  # nvinfer1::ErrorCode::kFAILED_ALLOCATION (10.3 and 11.1 headers)
+
+
+def _code(value) -> int:
+    return int(getattr(value, "value", value))
+
+
+def error_recorder(trt):
+    """An IErrorRecorder for an execution context that keeps the codes of the errors reported
+    during one call (`codes`, `clear()`), so an out-of-memory error inside execute_async_v3 is
+    classified by its code (kFAILED_ALLOCATION), not by a message's wording. None for modules
+    without IErrorRecorder (old bindings)."""
+    base = getattr(trt, "IErrorRecorder", None)
+    if base is None:
+        return None
+
+    class Recorder(base):  # type: ignore[misc, valid-type]
+        def __init__(self):
+            base.__init__(self)
+            self.errors: list[tuple[int, str]] = []
+
+        @property
+        def codes(self) -> list[int]:
+            return [code for code, _ in self.errors]
+
+        def report_error(self, val, desc):
+            self.errors.append((_code(val), str(desc)))
+            LOG.error("%s", desc)
+            return False  # do not abort the process: the caller decides
+
+        def num_errors(self):
+            return len(self.errors)
+
+        def get_error_code(self, idx):
+            return self.errors[idx][0]
+
+        def get_error_desc(self, idx):
+            return self.errors[idx][1]
+
+        def has_overflowed(self):
+            return False
+
+        def clear(self):
+            self.errors.clear()
+
+    return Recorder()

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from . import __version__, cli_checks, file_options
+from . import __version__, cli_options
 from .modes import mode_of_flags
 
 app = typer.Typer(
@@ -113,149 +113,33 @@ def reference_restore_command(
     raise typer.Exit(1 if failures else 0)
 
 
-DEFAULT_MODELS_HELP = "Exported model directory (default: $TRT_RESTORE_MODELS or ~/.cache/trt-restore/models)."
+DEFAULT_MODELS_HELP = cli_options.MODELS_HELP
 
 
 @app.command("restore")
-def restore_command(
-    inputs: list[str] = typer.Argument(..., help="Photos, folders of photos, or quoted globs ('scans/*.tif')."),
-    output_dir: Path = typer.Option(..., "--output", "-o", help="Folder for the restored photos (same stem; --format chooses the type)."),
-    scratch: bool = typer.Option(False, "--scratch", help="Detect scratches and inpaint them (scratch mode)."),
-    hr: bool = typer.Option(False, "--hr", help="Scratch mode with patch attention, for high-resolution photos "
-                            "(sides are rounded to multiples of 16, as the original does)."),
-    backend: str = typer.Option("auto", "--backend", help="auto | ort | trt. auto uses TensorRT when a GPU and "
-                                "engines are present, else onnxruntime on the CPU."),
-    precision: Optional[str] = typer.Option(None, "--precision", envvar="TRT_RESTORE_PRECISION", help="fp32 | fp16 | int8 (default: fp16 on "
-                                            "TensorRT, fp32 on onnxruntime). int8 on onnxruntime runs the Q/DQ "
-                                            "models of `trt-restore quantize`."),
-    models: Optional[Path] = typer.Option(None, "--models", "-m", envvar="TRT_RESTORE_MODELS", help=DEFAULT_MODELS_HELP),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for onnxruntime "
-                                          "(default: all cores available to this process)."),
-    masks: Optional[Path] = typer.Option(None, "--masks", help="Folder of hand-made scratch masks (same stem as "
-                                         "the photo, white = scratch); photos without one use the detector."),
-    save_stages: bool = typer.Option(False, "--save-stages", help="Also write <stem>_mask.png and "
-                                     "<stem>_painted.png (scratch modes), <stem>_global.png (before faces), "
-                                     "<stem>_face<k>_crop.png and <stem>_face<k>_enhanced.png."),
-    minmax: bool = typer.Option(False, "--minmax", help="Min-max stretch each output like the original's "
-                                "save_image(normalize=True); default clips to the valid range."),
-    tile: str = typer.Option("auto", "--tile", callback=cli_checks.tile_option, help="auto: exact strip-by-strip "
-                             "execution when a photo would not fit --max-memory; on: always; off: never; N: strips of "
-                             "N image rows. Tiled output equals untiled output (InstanceNorm statistics stay full-frame)."),
-    max_memory: str = typer.Option("4G", "--max-memory", callback=cli_checks.memory_option,
-                                   help="Memory budget for one photo, e.g. 4G, 1500M (at least 664M)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (default: skip photos "
-                                   "whose output exists, so an interrupted batch resumes)."),
-    faces: Optional[bool] = typer.Option(None, "--faces/--no-faces", help="Enhance faces (default: on when the "
-                                         "face graph of the mode and a face detector are present; --faces makes "
-                                         "their absence an error)."),
-    face_detector: str = typer.Option("auto", "--face-detector", help="auto | scrfd | dlib | yunet. auto: the "
-                                      "best available (SCRFD, then dlib)."),
-    face_detector_model: Optional[Path] = typer.Option(None, "--face-detector-model", help="Model file of the "
-                                                       "face detector (needed for yunet)."),
-    fmt: str = file_options.FORMAT,
-    quality: Optional[int] = file_options.QUALITY,
-    output_profile: str = file_options.OUTPUT_PROFILE,
-    keep_depth: bool = file_options.KEEP_DEPTH,
-    depth_threshold: int = file_options.DEPTH_THRESHOLD,
-    network_size: bool = file_options.NETWORK_SIZE,
-) -> None:
+@cli_options.with_restore_options
+def restore_command(args=None) -> None:
     """Restore photos (global stage: quality, scratch or HR mode; then faces) with the exported models.
 
-    Every photo is processed on its own: a bad file is reported on one line and the batch
-    goes on. Exit code 0 when all photos were restored, 1 when some failed, 2 on usage errors.
-    Outputs are written atomically; an input is never overwritten."""
-    from .inputs import expand_inputs, output_path
-    from .io import read_image, read_photo, write_image
-    from .restorer import DEFAULT_MODELS, Restorer
+    Every photo is processed on its own: a bad file is reported on one line on stderr and the
+    run goes on. Outputs are written atomically and an input is never overwritten; photos whose
+    output exists are skipped (--overwrite redoes them), so an interrupted run resumes.
+    OUT/manifest.jsonl and OUT/manifest.csv record every file (as `batch` does). Progress, the
+    faces found per photo and the summary go to stderr. Exit code 0 when all photos were
+    restored, 1 when some failed, 2 on usage errors (found before the first photo)."""
+    from .serve.batch import run_local  # the batch's in-process worker; no serving packages needed
+    from .folder_progress import Reporter
 
-    out_options = file_options.build(fmt, quality, output_profile, keep_depth, depth_threshold, network_size)
-
-    photos, problems = expand_inputs(inputs)
-    for problem in problems:
-        typer.echo(f"error: {problem}", err=True)
-    if not photos:
-        typer.echo("error: no input photos", err=True)
-        raise typer.Exit(2)
-    bad_output = cli_checks.output_dir_problem(output_dir)
-    if bad_output:
-        typer.echo(f"error: {bad_output}", err=True)
-        raise typer.Exit(2)
-    collisions = cli_checks.output_collisions(photos, lambda p: output_path(p, output_dir, ext=out_options.suffix))
-    for problem in collisions:  # x.jpg and x.jpeg -> x.png: refused before anything runs
-        typer.echo(f"error: {problem}", err=True)
-    if collisions:
-        raise typer.Exit(2)
-    import warnings
-
-    from PIL import Image
-
-    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)  # io's own pixel limit reports it
-    mode = mode_of_flags(scratch=scratch, hr=hr)
-    if precision not in (None, "fp32", "fp16", "int8"):
-        typer.echo(f"error: --precision must be fp32, fp16 or int8, not {precision!r}", err=True)
-        raise typer.Exit(2)
+    options, run = cli_options.prepare_run(args)
+    restorer = cli_options.load_restorer(options)
+    reporter = Reporter(len(run.items), f"restoring ({options.mode})", rich=True, detail=True)
     try:
-        restorer = Restorer(models or DEFAULT_MODELS, backend=backend, mode=mode, threads=threads, stretch=minmax,
-                            precision=precision,
-                            tile=tile, max_memory=max_memory, faces=faces, face_detector=face_detector,
-                            face_detector_model=face_detector_model,
-                            output_size="network" if network_size else "input")
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2)
-    reason = restorer.backend.fallback_reason
-    typer.echo(f"{mode} mode on {restorer.backend.describe()}" + (f" ({reason})" if reason else ""), err=True)
-    typer.echo(restorer.face_note, err=True)
-    inputs_resolved = {p.resolve() for p in photos}
-    failures = len(problems)
-    skipped = 0
-    with _progress() as progress:
-        batch = progress.add_task(f"restoring ({mode})", total=len(photos))
-        for photo in photos:
-            target = output_path(photo, output_dir, ext=out_options.suffix)
-            progress.update(batch, description=f"{photo.name}")
-            if target.resolve() in inputs_resolved:
-                typer.echo(f"error: {photo}: output {target} would overwrite an input; choose another -o", err=True)
-                failures += 1
-                progress.advance(batch)
-                continue
-            if target.exists() and not overwrite:
-                skipped += 1
-                progress.advance(batch)
-                continue
-            try:
-                photo_in = read_photo(photo, keep_high=keep_depth)
-                image = photo_in.pixels
-                user_mask = None
-                if masks is not None and mode != "quality":
-                    candidates = sorted(masks.glob(f"{photo.stem}.*"))
-                    user_mask = read_image(candidates[0])[:, :, 0] if candidates else None
-                def stage_done(name: str, photo=photo) -> None:
-                    progress.update(batch, description=f"{photo.name}: {name} done")
-
-                result = restorer.restore_with_stages(image, mask=user_mask, on_stage=stage_done)
-                if result.faces is not None:  # the face stage's summary: found and enhanced
-                    found, enhanced = len(result.faces.faces), len(result.faces.enhanced_faces)
-                    progress.console.print(f"{photo.name}: {found} face(s) found, {enhanced} enhanced",
-                                           highlight=False, markup=False)
-                if save_stages and result.mask is not None:
-                    write_image(output_path(photo, output_dir, "_mask"), result.mask)
-                    write_image(output_path(photo, output_dir, "_painted"), result.painted)
-                if save_stages and result.faces is not None:
-                    write_image(output_path(photo, output_dir, "_global"), result.global_restored)
-                    for k, face in enumerate(result.faces.enhanced_faces, start=1):
-                        write_image(output_path(photo, output_dir, f"_face{k}_crop"), face.crop)
-                        write_image(output_path(photo, output_dir, f"_face{k}_enhanced"), face.enhanced)
-                write_image(target, result.restored, photo_in.info, out_options)
-            except Exception as err:  # noqa: BLE001 - one bad photo must not stop the batch
-                failures += 1
-                message = str(err) if str(photo) in str(err) else f"{photo}: {err}"
-                progress.console.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
-            progress.advance(batch)
-    restored = len(photos) + len(problems) - failures - skipped
-    note = f", {skipped} skipped (output exists; --overwrite to redo)" if skipped else ""
-    typer.echo(f"{restored} restored, {failures} failed{note} -> {output_dir}", err=True)
-    raise typer.Exit(1 if failures else 0)
+        summary = run.run(lambda todo: run_local(todo, options, 1, restorer, on_stage=reporter.stage),
+                          args.overwrite, reporter)
+    finally:
+        reporter.close()
+    typer.echo(summary.line(args.output_dir), err=True)
+    raise typer.Exit(summary.exit_code)
 
 
 @app.command("export")

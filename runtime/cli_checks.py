@@ -1,66 +1,36 @@
 """Checks the command line makes before the first photo, with messages that name the option.
 
-Typer callbacks (`tile_option`, `memory_option`) turn a bad value into click's usage error
-(exit code 2, "Invalid value for '--tile': ..."), instead of a Python message such as
-"invalid literal for int()" on the first photo, or a budget silently raised to the minimum.
+Typer callbacks (`tile_option`, `memory_option`) parse a value once into its typed form
+(runtime/run_options.py) or turn it into click's usage error (exit code 2, "Invalid value for
+'--tile': ..."), instead of a Python message such as "invalid literal for int()" on the first
+photo, or a budget silently raised to the minimum.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Iterable
 
 import typer
 
-MIN_TILE_ROWS = 8
 
-
-def min_memory() -> int:
-    """The smallest --max-memory the runtime can keep: its own overhead plus one working set."""
-    from .tiling.plan import BASE_OVERHEAD
-
-    return BASE_OVERHEAD + (64 << 20)
-
-
-def tile_option(value: str) -> str:
-    text = str(value).strip().lower()
-    if text in ("auto", "on", "off"):
-        return text
-    if not text.isdigit():
-        raise typer.BadParameter(f"{value!r}: use auto, on, off or a strip height in image rows (e.g. 512)")
-    if int(text) < MIN_TILE_ROWS:
-        raise typer.BadParameter(f"{value!r}: a strip must be at least {MIN_TILE_ROWS} image rows")
-    return text
-
-
-def memory_option(value: str) -> str:
-    from .tiling.plan import parse_size
+def tile_option(value):
+    """--tile as a run_options.TilePolicy (click's usage error naming the option when bad)."""
+    from .run_options import TilePolicy
 
     try:
-        size = parse_size(value)
-    except ValueError:
-        raise typer.BadParameter(f"{value!r}: use a size such as 4G, 1500M or 2.5G") from None
-    floor = min_memory()
-    if size < floor:
-        raise typer.BadParameter(f"{value!r} is below the minimum of {floor >> 20}M (the runtime itself "
-                                 f"takes ~{(floor >> 20) - 64}M)")
-    return value
+        return TilePolicy.parse(value)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
 
 
-def output_collisions(photos: Iterable[Path], target: Callable[[Path], Path]) -> list[str]:
-    """One line per input whose output another input of the same run already claims
-    (x.jpg and x.jpeg both -> x.png): refused before anything runs, never silently skipped
-    or overwritten."""
-    owner: dict[Path, Path] = {}
-    problems = []
-    for photo in photos:
-        out = target(photo).resolve()
-        if out in owner:
-            problems.append(f"{photo}: its output {target(photo)} is also the output of {owner[out]}; "
-                            f"rename one of them or restore them into different folders")
-        else:
-            owner[out] = photo
-    return problems
+def memory_option(value) -> int:
+    """--max-memory in bytes (click's usage error naming the option when bad or too small)."""
+    from .run_options import parse_memory
+
+    try:
+        return parse_memory(value)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
 
 
 def output_dir_problem(output_dir: Path) -> str | None:
@@ -72,3 +42,32 @@ def output_dir_problem(output_dir: Path) -> str | None:
     if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
         return f"-o {path}: {parent} is not writable"
     return None
+
+
+def one_of(*choices: str):
+    """A typer callback refusing anything but `choices` (None passes: the option's default)."""
+    def check(value):
+        if value is not None and value not in choices:
+            raise typer.BadParameter(f"{value!r}: choose {', '.join(choices)}")
+        return value
+    return check
+
+
+def masks_problem(masks: Path | None) -> str | None:
+    """Why --masks cannot be read, found before the first photo."""
+    if masks is not None and not Path(masks).is_dir():
+        return f"--masks {masks}: no such folder"
+    return None
+
+
+def models_problem(models: Path, mode: str) -> str | None:
+    """Why the models folder cannot serve `mode`: no models.json, graphs missing, or a file whose
+    sha256 differs from models.json. The Restorer checks the same when built; this is for runs
+    that build theirs elsewhere (Ray workers)."""
+    from .model_store import ModelStore, ModelStoreError
+    from .restorer import mode_models_problem
+
+    try:
+        return mode_models_problem(ModelStore.open(models), mode)
+    except ModelStoreError as err:
+        return str(err)

@@ -1,7 +1,11 @@
 """Stage 1: global restoration (quality / scratch / HR) on any backend.
 
-Graph segments run on the backend; the attention between them runs in numpy with memory
-linear in the number of latent positions (runtime/attention.py).
+Graph segments run on the backend through a runner, which decides where the values between
+them live: host arrays (ArrayRunner), tiled maps (runtime/tiling/runner.py), or device arrays
+(the TensorRT backend's array_runner). The attention between them runs on the backend
+(numpy with memory linear in the number of latent positions by default, runtime/attention.py;
+the GPU kernels under TensorRT). The host is needed for the scratch mask (detection,
+thresholding, painting, the valid/hole maps) and for the results.
 """
 from __future__ import annotations
 
@@ -73,13 +77,16 @@ class GlobalRestorer:
             painted = paint_holes(image, mask)
             lap("detection")
         runner = self.runner()
-        network_mask = mask_to_network_input(mask) if mask is not None else None
-        values = self.run_networks(runner, to_network_input(painted if mask is not None else image), network_mask, lap)
-        output = values["output"]
-        restored = output_to_u8(output, stretch)
-        tensors = {name: runner.to_array(values[name]) for name in ("latent", "mapped")}
+        try:  # a failed photo frees the runner's maps too (device memory under TensorRT)
+            network_mask = mask_to_network_input(mask) if mask is not None else None
+            network_input = to_network_input(painted if mask is not None else image)
+            values = self.run_networks(runner, network_input, network_mask, lap)
+            output = values["output"]
+            restored = output_to_u8(output, stretch)
+            tensors = {name: runner.to_array(values[name]) for name in ("latent", "mapped")}
+        finally:
+            runner.close()
         tensors["output"] = output
-        runner.close()
         return GlobalResult(restored, mask, painted, tensors, timings)
 
     def run_networks(self, runner, network_input: np.ndarray, network_mask: np.ndarray | None = None,
@@ -103,8 +110,9 @@ class GlobalRestorer:
         return values
 
     def runner(self):
-        """How graph segments run: whole arrays here; strips in the tiled subclass."""
-        return ArrayRunner(self.backend, self.chunk_bytes)
+        """How graph segments run: whole graphs on the backend's runner (host arrays, or device
+        arrays under TensorRT); strips in the tiled subclass."""
+        return self.backend.array_runner(self.chunk_bytes)
 
     def _plain_mapping(self, runner, latent, mask, lap, values: dict):
         (graph,) = self.spec.mapping
@@ -113,17 +121,14 @@ class GlobalRestorer:
     def _scratch_mapping(self, runner, latent, mask: np.ndarray, lap, values: dict):
         head = runner.run("mapping_scratch_head", {"latent": latent})
         values["nl_in"] = head["x"]
-        channels, h, w = runner.shape(head["x"])
+        _, h, w = runner.shape(head["x"])
         valid = attention.valid_positions(mask, h, w)
         lap("mapping")
-        flat = {name: runner.to_array(head[name])[0].reshape(channels, -1) for name in ("theta", "phi", "g")}
+        attended = runner.masked_attention(head["theta"], head["phi"], head["g"], valid.reshape(-1) > 0.5)
         for name in ("theta", "phi", "g"):
             runner.release(head[name])
-        attended = self.backend.masked_attention(flat["theta"], flat["phi"], flat["g"], valid.reshape(-1) > 0.5,
-                                                 self.chunk_bytes).reshape(1, channels, h, w)
-        del flat
         lap("attention")
-        inputs = {"x": head["x"], "attended": runner.from_array(attended), "valid": runner.from_array(valid)}
+        inputs = {"x": head["x"], "attended": attended, "valid": runner.from_array(valid)}
         return runner.run("mapping_scratch_tail", inputs)["mapped"]
 
     def _hr_mapping(self, runner, latent, mask: np.ndarray, lap, values: dict):
@@ -168,6 +173,12 @@ class ArrayRunner:
 
     def patch_match(self, x, hole: np.ndarray, size: int):
         return self.backend.patch_match(x[0], hole, size, self.chunk_bytes)[None]
+
+    def masked_attention(self, theta, phi, g, key_valid: np.ndarray):
+        """(1, C, h, w) projections and the (h*w,) valid-key flags -> the attended (1, C, h, w)."""
+        _, channels, h, w = theta.shape
+        flat = [value[0].reshape(channels, -1) for value in (theta, phi, g)]
+        return self.backend.masked_attention(*flat, key_valid, self.chunk_bytes).reshape(1, channels, h, w)
 
     def release(self, value) -> None:
         pass

@@ -72,23 +72,69 @@ def _alpha_mask(image):
     return clear if clear.any() else None
 
 
+ROW_BLOCK = 256  # rows scaled at a time: wide temporaries stay a few MB even for 100 MP scans
+
+
+def gray_to_u8(image) -> np.ndarray | None:
+    """HxW uint8 of an integer (I;16*, I) or float (F) gray PIL image, else None.
+
+    16-bit values become rint(v * 255 / 65535) == (v + 128) // 257 (v / 257 is never a tie),
+    computed in integers by row blocks: no float64 full-frame copy (a 6300x6300 16-bit scan
+    took 1.1 GB that way). "I" images holding only 0..255 are 8-bit data; "F" images in 0..1
+    are scaled by 255, others taken as 0..255."""
+    mode = image.mode
+    if mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return None
+    data = np.asarray(image)
+    gray = np.empty(data.shape, np.uint8)
+    if mode == "F":
+        scale = 255.0 if float(data.max(initial=0.0)) <= 1.0 else 1.0
+        for top in range(0, data.shape[0], ROW_BLOCK):
+            block = data[top:top + ROW_BLOCK].astype(np.float64) * scale
+            gray[top:top + ROW_BLOCK] = np.clip(np.rint(block), 0, 255)
+        return gray
+    eight_bit = mode == "I" and int(data.max(initial=0)) <= 255
+    for top in range(0, data.shape[0], ROW_BLOCK):
+        gray[top:top + ROW_BLOCK] = _block_to_u8(data[top:top + ROW_BLOCK], eight_bit)
+    return gray
+
+
+def _block_to_u8(block: np.ndarray, eight_bit: bool) -> np.ndarray:
+    block = np.clip(block, 0, 255 if eight_bit else 65535).astype(np.uint32)
+    if not eight_bit:
+        block += 128
+        block //= 257
+    return block
+
+
+def high_to_u8(high: np.ndarray) -> np.ndarray:
+    """uint8 rint(v / 257) of a uint16 array, by row blocks (what the networks see of 16 bits)."""
+    out = np.empty(high.shape, np.uint8)
+    for top in range(0, high.shape[0], ROW_BLOCK):
+        out[top:top + ROW_BLOCK] = _block_to_u8(high[top:top + ROW_BLOCK], False)
+    return out
+
+
+def rgb_array(base) -> np.ndarray:
+    """HxWx3 uint8 (writable) of an L or RGB PIL image; gray is replicated as PIL's convert
+    does, without PIL's intermediate RGB image."""
+    if base.mode == "L":
+        return np.repeat(np.asarray(base)[:, :, None], 3, axis=2)
+    return np.array(base if base.mode == "RGB" else base.convert("RGB"), dtype=np.uint8)
+
+
 def _base_u8(image):
     """8-bit PIL image in L, RGB or CMYK (the spaces an ICC profile can describe).
 
     Fully transparent pixels become white (their stored colour is arbitrary, often black);
     partly transparent ones keep their colour. 16-bit values are scaled by 255/65535 and
-    rounded."""
+    rounded (gray_to_u8)."""
     from PIL import Image
 
     mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I"):
-        data = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if mode.startswith("I;16") or data.max() > 255 else 255.0
-        return Image.fromarray(np.clip(np.rint(data * (255.0 / peak)), 0, 255).astype(np.uint8), "L")
-    if mode == "F":
-        data = np.asarray(image, dtype=np.float64)
-        scale = 255.0 if data.max() <= 1.0 else 1.0
-        return Image.fromarray(np.clip(np.rint(data * scale), 0, 255).astype(np.uint8), "L")
+    gray = gray_to_u8(image)
+    if gray is not None:
+        return Image.fromarray(gray, "L")
     clear = _alpha_mask(image)
     target = "CMYK" if mode == "CMYK" else "L" if mode in ("1", "L", "LA", "La") else "RGB"
     base = image if mode == target else image.convert(target)
@@ -102,8 +148,7 @@ def _base_u8(image):
 def _to_rgb_u8(image, path=None) -> np.ndarray:
     """Flatten a PIL image to HxWx3 uint8 RGB without colour management (kept for callers
     that decode uploads themselves)."""
-    base = _base_u8(image)
-    return np.asarray(base if base.mode == "RGB" else base.convert("RGB"), dtype=np.uint8).copy()
+    return rgb_array(_base_u8(image))
 
 
 def _dpi(image, swap: bool) -> tuple[float, float] | None:
@@ -166,7 +211,9 @@ def _read_high(source: bytes | Path, orientation: int) -> np.ndarray | None:
         array = array[:, :, 2::-1].copy()
         array[clear] = 65535
     elif array.shape[2] == 3:
-        array = array[:, :, ::-1]
+        for top in range(0, array.shape[0], ROW_BLOCK):  # BGR -> RGB in place: no second full frame
+            rows = array[top:top + ROW_BLOCK]
+            rows[:] = rows[:, :, ::-1].copy()
     else:
         return None
     method = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -211,14 +258,15 @@ def decode_photo(data: bytes | Path, name: str | Path, keep_high: bool = False,
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise ImageError(f"{name}: corrupt or truncated image ({err})") from None
     base = _manage_colour(base, info, name)
-    pixels = np.asarray(base if base.mode == "RGB" else base.convert("RGB"), dtype=np.uint8).copy()
+    pixels = rgb_array(base)
+    del base
     if keep_high and info.bits == 16:
         info.high = _read_high(data, orientation)
         if info.high is not None and info.high.shape != pixels.shape:
             info.notes.append("16-bit data not used: its shape differs from the image")
             info.high = None
         if info.high is not None and not info.converted:  # the networks see the rounded 16-bit values
-            pixels = np.rint(info.high / 257.0).astype(np.uint8)
+            pixels = high_to_u8(info.high)
         info.network = pixels if info.high is not None else None
     return Photo(Path(str(name)), pixels, info)
 

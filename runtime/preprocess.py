@@ -24,13 +24,21 @@ def dilate_mask(mask_u8: np.ndarray, iterations: int = HR_MASK_DILATIONS) -> np.
     return cv2.dilate(mask_u8, np.ones((3, 3), np.uint8), iterations=iterations)
 
 
+PAINT_BLOCK_PIXELS = 1 << 16  # pixels painted at a time: the float64 formula never spans the photo
+
+
 def paint_holes(image_u8: np.ndarray, mask_u8: np.ndarray) -> np.ndarray:
     """Holes become white: u8 * (1 - m) + 255 * m with m = mask / 255, truncated to uint8
-    exactly as the original does in float64."""
-    m = mask_u8.astype(np.float64) / 255.0
-    if m.ndim == 2 and image_u8.ndim == 3:
-        m = m[:, :, None]
-    return (image_u8.astype(np.float64) * (1.0 - m) + m * 255.0).astype(np.uint8)
+    exactly as the original does in float64, by row blocks (the whole-frame float64 form took
+    ~50 bytes a pixel: 2 GB for a 40 MP scan)."""
+    if mask_u8.ndim == 2 and image_u8.ndim == 3:
+        mask_u8 = mask_u8[:, :, None]
+    out = np.empty(np.broadcast_shapes(image_u8.shape, mask_u8.shape), np.uint8)
+    rows = max(1, PAINT_BLOCK_PIXELS // max(1, out.shape[1]))
+    for top in range(0, out.shape[0], rows):
+        m = mask_u8[top:top + rows].astype(np.float64) / 255.0
+        out[top:top + rows] = image_u8[top:top + rows].astype(np.float64) * (1.0 - m) + m * 255.0
+    return out
 
 
 def mask_to_network_input(mask_u8: np.ndarray) -> np.ndarray:

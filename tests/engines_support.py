@@ -72,9 +72,12 @@ class _Flags(SimpleNamespace):
 class FakeTrt:
     """A `tensorrt` module of a given version: records builds, returns JSON "plans"."""
 
-    def __init__(self, version: str = "10.3.0", run_onnx: bool = False):
+    def __init__(self, version: str = "10.3.0", run_onnx: bool = False, execute_oom_rows: int | None = None):
         self.__version__ = version
         self.run_onnx = run_onnx  # engines compute their ONNX graph with onnxruntime (OnnxEngine)
+        # execute_async_v3 on a strip taller than this fails with kFAILED_ALLOCATION (recorded)
+        self.execute_oom_rows = execute_oom_rows
+        self.execute_failures: list[tuple[int, ...]] = []
         self.executions: list[str] = []  # ONNX source of every execute_async_v3 (run_onnx engines)
         self.deserialized: list[dict] = []  # per plan: version-compatible?, host code allowed then?
         major = int(version.split(".")[0])
@@ -98,8 +101,13 @@ class FakeTrt:
             def __init__(self):
                 pass
 
+        class IErrorRecorder:
+            def __init__(self):
+                pass
+
         self.Logger = Logger
         self.IProgressMonitor = IProgressMonitor
+        self.IErrorRecorder = IErrorRecorder
         self.Builder = lambda logger: _Builder(trt)
         self.OnnxParser = lambda network, logger: _Parser(network)
         self.Runtime = lambda logger: _Runtime(trt)
@@ -201,12 +209,27 @@ class _Builder:
         return json.dumps(record).encode()
 
 
-# runtime side: engines are the JSON "plans"; the context doubles its input
+def _out_of_memory(context, trt) -> bool:
+    """The stand-in's execute-time allocation failure: a strip taller than trt.execute_oom_rows
+    reports kFAILED_ALLOCATION to the context's error recorder, as TensorRT does."""
+    shape = context.shapes.get("x")
+    if trt is None or trt.execute_oom_rows is None or shape is None or shape[2] <= trt.execute_oom_rows:
+        return False
+    trt.execute_failures.append(shape)
+    recorder = getattr(context, "error_recorder", None)
+    if recorder is not None:
+        recorder.report_error(5, f"out of memory for a {shape[2]}-row strip")  # kFAILED_ALLOCATION
+    return True
+
+
+# runtime side: engines are the JSON "plans"; the context doubles its input ("x" for a layer graph)
 class _Engine:
-    def __init__(self, plan: dict):
+    def __init__(self, plan: dict, trt=None):
+        self.trt = trt
         self.inputs = sorted(plan["profile"])
-        self.outputs = ["out"]
-        self.num_io_tensors = len(self.inputs) + 1
+        self.primary = "x" if "x" in self.inputs else self.inputs[0]
+        self.outputs = ["y", "ymean", "ym2"] if "x" in self.inputs else ["out"]
+        self.num_io_tensors = len(self.inputs) + len(self.outputs)
 
     def get_tensor_name(self, i):
         return (self.inputs + self.outputs)[i]
@@ -231,18 +254,24 @@ class _Context:
         return True
 
     def get_tensor_shape(self, name):
-        return self.shapes[self.engine.inputs[0]] if name == "out" else self.shapes[name]
+        if name in ("ymean", "ym2"):
+            return (1, self.shapes["x"][1], 1, 1)
+        return self.shapes[self.engine.primary] if name in ("out", "y") else self.shapes[name]
 
     def set_tensor_address(self, name, ptr):
         self.addresses[name] = ptr
         return True
 
     def execute_async_v3(self, stream):
-        shape = self.shapes[self.engine.inputs[0]]
+        if _out_of_memory(self, self.engine.trt):
+            return False
+        shape = self.shapes[self.engine.primary]
         n = int(np.prod(shape))
-        src = np.ctypeslib.as_array((ctypes.c_float * n).from_address(self.addresses[self.engine.inputs[0]]))
-        dst = np.ctypeslib.as_array((ctypes.c_float * n).from_address(self.addresses["out"]))
+        src = np.ctypeslib.as_array((ctypes.c_float * n).from_address(self.addresses[self.engine.primary]))
+        dst = np.ctypeslib.as_array((ctypes.c_float * n).from_address(self.addresses[self.engine.outputs[0]]))
         dst[:] = src * 2
+        for name in self.engine.outputs[1:]:
+            _floats(self.addresses[name], self.get_tensor_shape(name))[...] = 0.0
         return True
 
 
@@ -305,6 +334,8 @@ class _OnnxContext:
         return np.ctypeslib.as_array((ctypes.c_float * n).from_address(self.addresses[name])).reshape(shape)
 
     def execute_async_v3(self, stream):
+        if _out_of_memory(self, self.engine.trt):
+            return False
         feed = {n: self._array(n, self.shapes[n]).copy() for n in self.engine.inputs}
         results = self.engine.session.run(self.engine.outputs, feed)
         for name, value in zip(self.engine.outputs, results):
@@ -325,7 +356,7 @@ class _Runtime:
                                       "host_code_allowed": self.engine_host_code_allowed})
         if compatible and not self.engine_host_code_allowed:
             return None  # what TensorRT does: the embedded lean runtime is host code
-        return OnnxEngine(plan, self.trt) if self.trt.run_onnx else _Engine(plan)
+        return OnnxEngine(plan, self.trt) if self.trt.run_onnx else _Engine(plan, self.trt)
 
     def get_plugin_registry(self):
         return _Registry(self.trt)
@@ -394,6 +425,17 @@ class FakeCudart:
         ctypes.memmove(dst, src, nbytes)
         self.copies.append((kind, nbytes))
         return (_Err(0),)
+
+    def cudaMemcpy2DAsync(self, dst, dpitch, src, spitch, width, height, kind, stream):
+        for row in range(height):
+            ctypes.memmove(dst + row * dpitch, src + row * spitch, width)
+        self.copies.append((kind, width * height))
+        return (_Err(0),)
+
+    def transferred(self) -> int:
+        """Bytes copied between host and device (either way) so far."""
+        kinds = (self.cudaMemcpyKind.cudaMemcpyHostToDevice, self.cudaMemcpyKind.cudaMemcpyDeviceToHost)
+        return sum(nbytes for kind, nbytes in self.copies if kind in kinds)
 
     def cudaStreamCreate(self):
         return (_Err(0), _Stream())

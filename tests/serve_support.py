@@ -66,8 +66,11 @@ class IdentityRestorer:
     def __init__(self, mode, faces, threads):
         self._faces, self.face_note = None, "faces: off (fake)"
 
+    def face_stage(self, mode, faces=None):
+        return None, self.face_note
+
     def restore(self, image):
         return image.copy()
 
-    def restore_with_stages(self, image, mask=None):
+    def restore_with_stages(self, image, mask=None, on_stage=None, **call):
         return SimpleNamespace(restored=image.copy(), timings={"mapping": 0.001})

@@ -66,10 +66,13 @@ class SegmentedRestorer:
         self._faces, self.face_note = None, "faces: off (stand-in)"
         SegmentedRestorer.made.append(self)
 
+    def face_stage(self, mode, faces=None):
+        return None, self.face_note
+
     def restore(self, image):
         return self.restore_with_stages(image).restored
 
-    def restore_with_stages(self, image, mask=None):
+    def restore_with_stages(self, image, mask=None, on_stage=None, **call):
         self.photos += 1
         if self.photos > 1 and self.gate is not None:
             self.gate.wait(600)
@@ -518,11 +521,12 @@ def _photos(folder: Path, count: int) -> list[Path]:
 
 
 def test_batch_never_ingests_an_earlier_runs_outputs(tmp_path):
+    from trt_restore.restorer import RestoreResult
     from trt_restore.serve.batch import RestoreOptions, plan, run_batch
 
     class Invert:
-        def restore(self, image):
-            return 255 - image
+        def restore_with_stages(self, image, mask=None, on_stage=None):
+            return RestoreResult(restored=255 - image)
 
     source = tmp_path / "in"
     _photos(source, 2)
@@ -536,11 +540,12 @@ def test_batch_never_ingests_an_earlier_runs_outputs(tmp_path):
 def test_batch_rerun_keeps_the_first_runs_facts(tmp_path):
     import csv
 
+    from trt_restore.restorer import RestoreResult
     from trt_restore.serve.batch import RestoreOptions, run_batch
 
     class Invert:
-        def restore(self, image):
-            return 255 - image
+        def restore_with_stages(self, image, mask=None, on_stage=None):
+            return RestoreResult(restored=255 - image)
 
     _photos(tmp_path / "in", 2)
     out, options = tmp_path / "out", RestoreOptions(models="unused")
@@ -602,7 +607,7 @@ def test_cli_diagnostics_go_to_stderr_without_pillow_warnings(tmp_path, monkeypa
             self.backend = SimpleNamespace(describe=lambda: "stand-in", fallback_reason=None)
             self.face_note = "faces: off"
 
-        def restore_with_stages(self, image, mask=None):
+        def restore_with_stages(self, image, mask=None, on_stage=None):
             raise ValueError("image is too small")
 
     monkeypatch.setattr(restorer_module, "Restorer", Stand)

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from serve_support import serve_models  # noqa: F401  (fixture)
+from trt_restore.restorer import RestoreResult
 from trt_restore.serve.batch import (LOCK_NAME, OutputLock, RestoreOptions, plan, read_manifest,
                                      remove_stale_temps, run_batch)
 
@@ -28,9 +29,9 @@ class Negative:
 
     calls = 0
 
-    def restore(self, image):
+    def restore_with_stages(self, image, mask=None, on_stage=None):
         Negative.calls += 1
-        return 255 - image
+        return RestoreResult(restored=255 - image)
 
 
 def make_photos(folder: Path, count: int, size=(40, 48), start=0) -> list[Path]:
@@ -120,7 +121,7 @@ def test_crash_leftovers_are_cleaned_and_the_manifest_repaired(tmp_path):
 
 def test_one_job_per_output_folder(tmp_path):
     with OutputLock(tmp_path / "out"):
-        with pytest.raises(RuntimeError, match="another batch job"):
+        with pytest.raises(RuntimeError, match="another restore or batch run"):
             run_batch([str(tmp_path)], tmp_path / "out", options(), restorer=Negative())
     assert remove_stale_temps([]) == 0
 
@@ -173,7 +174,7 @@ def test_killed_job_completes_on_rerun_exactly_once(serve_models, tmp_path):
             ["skipped"] * (12 - len(restored))
 
 
-def test_runtime_and_cli_work_without_serving_packages():
+def test_runtime_and_cli_work_without_serving_packages(tmp_path):
     """FastAPI, uvicorn, Ray and Playwright are optional: the runtime, the CLI and the batch
     command import without them, and `serve` says which extra to install."""
     code = """
@@ -190,8 +191,10 @@ result = CliRunner().invoke(app, ['--help'])
 assert result.exit_code == 0 and 'serve' in result.output and 'batch' in result.output, result.output
 result = CliRunner().invoke(app, ['serve', '--models', 'nowhere'])
 assert result.exit_code == 2 and "pip install 'trt-restore[serve]'" in result.output, result.output
-result = CliRunner().invoke(app, ['batch', 'x.png', '-o', 'out', '--models', 'nowhere'])
-assert result.exit_code == 2 and 'no exported models' in result.output, result.output
+result = CliRunner().invoke(app, ['batch', sys.argv[1], '-o', sys.argv[2], '--models', 'nowhere'])
+assert result.exit_code == 2 and 'no model manifest' in result.output, result.output
 """
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    make_photos(tmp_path, 1)
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "scan_000.png"), str(tmp_path / "out")],
+                            capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr

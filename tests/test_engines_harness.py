@@ -103,7 +103,11 @@ def test_tensorrt_end_to_end_steps_and_record(tmp_path):
     e2e = _end_to_end()
     named = dict(e2e.steps(tmp_path, tmp_path / "photo.png"))
     assert list(named) == ["synthetic-weights", "export", "build-engines fp16",
-                           "restore 12 MP quality --backend trt --tile on"]
+                           "restore 12 MP quality --backend trt --tile on", "transfers of a tiled 12 MP restore"]
+    transfers = named["transfers of a tiled 12 MP restore"]
+    assert transfers[transfers.index("--measure-transfers") + 1:] == [str(tmp_path / "models"),
+                                                                      str(tmp_path / "photo.png"),
+                                                                      str(tmp_path / e2e.TRANSFERS)]
     assert named["build-engines fp16"][-2:] == ["--precision", "fp16"]
     restore = named["restore 12 MP quality --backend trt --tile on"]
     assert restore[restore.index("--backend") + 1] == "trt" and restore[restore.index("--tile") + 1] == "on"

@@ -83,3 +83,54 @@ def test_write_is_atomic_and_leaves_no_temp(tmp_path):
     target = write_image(tmp_path / "out" / "x.png", RGB)
     assert [p.name for p in target.parent.iterdir()] == ["x.png"]
     assert (target.stat().st_mode & 0o777) != 0o600
+
+
+def test_16_bit_gray_rounds_every_value_as_the_float_formula(tmp_path):
+    values = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    out = read_image(_save(tmp_path, "all.png", Image.fromarray(values)))
+    assert np.array_equal(out[:, :, 0], np.rint(values * (255.0 / 65535.0)).astype(np.uint8))
+
+
+def _numpy_peak_bytes(read) -> int:
+    """Peak of numpy's (traced) allocations while `read` runs: the full-frame temporaries."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        read()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_16_bit_gray_decodes_without_float64_frames(tmp_path):
+    """The PIL buffer (2 bytes a pixel), the gray and RGB results (1 + 3) and row blocks; one
+    float64 copy alone is 8 bytes a pixel (the old path made three: 24)."""
+    side = 1500
+    ramp = (np.arange(side, dtype=np.uint32) * 65535 // (side - 1)).astype(np.uint16)
+    path = _save(tmp_path, "ramp16.png", Image.fromarray(np.ascontiguousarray(np.tile(ramp, (side, 1)))))
+    peak = _numpy_peak_bytes(lambda: read_image(path))
+    assert peak < 8 * side * side, f"{peak / side / side:.1f} bytes per pixel"
+
+
+def test_16_bit_rgb_kept_depth_without_float64_frames(tmp_path):
+    """keep_high holds OpenCV's 16-bit frame (6 bytes a pixel), the 16-bit copy and the 8-bit
+    results (~17 in all); one float64 RGB frame alone is 24 (the old rint(high / 257): 57)."""
+    import cv2
+
+    from trt_restore.io import read_photo
+
+    side = 1000
+    rgb = np.random.default_rng(1).integers(0, 65536, (side, side, 3), dtype=np.uint16)
+    path = tmp_path / "rgb16.png"
+    cv2.imwrite(str(path), rgb)
+    photo = None
+
+    def read():
+        nonlocal photo
+        photo = read_photo(path, keep_high=True)
+
+    peak = _numpy_peak_bytes(read)
+    assert peak < 24 * side * side, f"{peak / side / side:.1f} bytes per pixel"
+    assert np.array_equal(photo.info.high, rgb[:, :, ::-1])
+    assert np.array_equal(photo.pixels, np.rint(rgb[:, :, ::-1] / 257.0).astype(np.uint8))

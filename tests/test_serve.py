@@ -40,10 +40,13 @@ class FakeRestorer:
         self._faces = object() if faces else None
         self.face_note = "faces: on (fake)" if faces else "faces: off (fake has none)"
 
+    def face_stage(self, mode, faces=None):
+        return (self._faces if faces is not False else None), self.face_note
+
     def restore(self, image):
         return self.restore_with_stages(image).restored
 
-    def restore_with_stages(self, image, mask=None):
+    def restore_with_stages(self, image, mask=None, on_stage=None, mode=None, faces=None):
         if self.gate is not None:
             self.gate.wait(30)
         time.sleep(self.delay)
@@ -287,6 +290,63 @@ def test_engine_queue_full_and_cancelled_jobs():
     first.result(10)
     engine.shutdown(5)
     assert engine.counters["cancelled"] == 1 and engine.counters["completed"] == 1
+
+
+def test_one_restorer_per_worker_serves_every_mode_and_face_setting():
+    """Each worker builds one Restorer (one backend) and hands it the job's mode and face
+    setting per call, instead of one Restorer per (mode, faces) per worker."""
+    made, calls = [], []
+
+    class Recording(FakeRestorer):
+        def restore_with_stages(self, image, mask=None, on_stage=None, mode=None, faces=None):
+            calls.append((mode, faces))
+            return super().restore_with_stages(image, mask)
+
+    def make(mode, faces, threads):
+        made.append((mode, faces))
+        return Recording(mode, faces is not False, threads)
+
+    engine = Engine(EngineConfig(models="unused", restorer_factory=make, workers=2, modes=("quality", "scratch")))
+    engine.start()
+    try:
+        assert engine.wait_ready(10)
+        jobs = [("quality", True), ("scratch", False), ("quality", False), ("scratch", None), ("quality", None)]
+        futures = [engine.submit(photo(seed=k), mode=mode, faces=faces) for k, (mode, faces) in enumerate(jobs)]
+        assert [f.result(10).faces for f in futures] == [True, False, False, True, True]
+    finally:
+        engine.shutdown(5)
+    assert len(made) == 2  # one per worker, whatever the modes and face settings asked for
+    served = calls[4:]  # after the warm-ups (2 modes x 2 workers)
+    assert sorted(served, key=str) == sorted([("quality", None), ("scratch", False), ("quality", False),
+                                              ("scratch", None), ("quality", None)], key=str)
+
+
+def test_real_models_one_backend_serves_quality_and_scratch(serve_models, monkeypatch):
+    """The real Restorer behind the engine: quality and scratch jobs run on one backend, whose
+    onnxruntime sessions cover both modes' graphs."""
+    import trt_restore.restorer as restorer_module
+
+    backends = []
+    real = restorer_module.create_backend
+
+    def counting(*args, **kwargs):
+        backends.append(real(*args, **kwargs))
+        return backends[-1]
+
+    monkeypatch.setattr(restorer_module, "create_backend", counting)
+    engine = Engine(EngineConfig(models=serve_models, backend="ort", modes=("quality", "scratch"), threads=2,
+                                 faces="off"))
+    engine.start()
+    try:
+        assert engine.wait_ready(120), engine.error
+        image = np.asarray(Image.open(REPO / "tests" / "data" / "old_a.png").convert("RGB"))[:64, :96].copy()
+        results = [engine.submit(image, mode=mode).result(120) for mode in ("quality", "scratch", "quality")]
+    finally:
+        engine.shutdown(5)
+    assert [r.result.restored.shape for r in results] == [(64, 96, 3)] * 3
+    assert results[1].result.mask is not None and results[0].result.mask is None
+    assert len(backends) == 1
+    assert {"mapping_quality", "detection", "mapping_scratch_head"} <= backends[0].loaded
 
 
 # ---------------------------------------------------------------------------- the real server

@@ -5,6 +5,8 @@ the heavy one with `pytest -m slow` (benchmarks/serve_bench.py reports the figur
 from __future__ import annotations
 
 
+import time
+
 import numpy as np
 import pytest
 
@@ -48,6 +50,27 @@ def test_concurrent_clients_get_their_own_answers(serve_models):
     assert figures["ok"] >= 4, figures
     assert figures["ok"] + figures["rejected_429_503"] == figures["sent"]
     assert stats["completed"] >= figures["ok"]  # (+ the warm-up-free count of the engine)
+
+
+def test_clients_that_walk_away_cost_nothing_and_lose_nothing(serve_models):
+    """Every third request hangs up right after sending: those jobs are cancelled by the
+    service (queued or between segments), the other clients still get exactly their own
+    answers, and /healthz answers throughout."""
+    probes = make_probes(serve_models, 6)
+    with running_service(service_config(serve_models, max_queue=4)) as (url, app):
+        figures = run_load(url, probes, clients=4, seconds=5, max_requests=30, disconnect_every=3,
+                           disconnect_after=0.02)
+        engine = app.state.engine
+        for _ in range(100):  # a cancellation is counted when the worker reaches the job
+            if engine.stats()["queued"] == 0 and engine.stats()["running"] == 0:
+                break
+            time.sleep(0.05)
+        stats = engine.stats()
+    assert_clean(figures)
+    assert figures["abandoned"] >= 4, figures
+    assert stats["cancelled"] >= 1, stats  # walked-away jobs do not all run to the end
+    assert stats["completed"] + stats["cancelled"] <= figures["ok"] + figures["abandoned"] + 1, stats
+    assert figures["healthz"]["failed"] == 0 and figures["healthz"]["probes"] >= 5, figures["healthz"]
 
 
 def test_load_targets_loopback_only():

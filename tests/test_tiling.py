@@ -11,7 +11,7 @@ from trt_restore import attention
 from trt_restore.backends import create_backend
 from trt_restore.global_restoration import GlobalRestorer
 from trt_restore.io import read_image
-from trt_restore.tiling.executor import ExecutorConfig, Frame, TiledExecutor
+from trt_restore.tiling.executor import ExecutorConfig, Frame, HostStrips
 from trt_restore.tiling.patch_match import patch_match_frames
 from trt_restore.tiling.plan import parse_size, plan_tiling
 from trt_restore.tiling.runner import TiledGlobalRestorer
@@ -89,7 +89,7 @@ def test_padded_strip_reads(pad):
     mode = "reflect" if pad == "reflect" else "constant"
     padded = np.pad(effective, ((0, 0), (3, 3), (0, 0)), mode=mode)
     for start, stop in [(-3, 4), (5, 12), (-3, 12), (2, 6)]:
-        got = TiledExecutor._read_padded(frame, start, stop, pad)
+        got = HostStrips.read_padded(frame, start, stop, pad)
         assert np.allclose(got, padded[:, start + 3:stop + 3]), (start, stop)
 
 

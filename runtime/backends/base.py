@@ -22,8 +22,8 @@ class BackendUnsupported(RuntimeError):
 
 
 class Backend:
-    """run / run_layer / masked_attention / patch_match / patch_match_frames / store / describe /
-    fallback_reason / close."""
+    """run / run_layer / strip_ops / array_runner / masked_attention / masked_attention_frames /
+    patch_match / patch_match_frames / store / describe / fallback_reason / close."""
 
     name: str = "backend"
     store = None  # ModelStore of the models folder, or None for stand-ins that have none
@@ -41,10 +41,33 @@ class Backend:
         """One per-layer graph of the tiled executor on one strip (runs_layers backends)."""
         raise BackendUnsupported(f"backend {self.name} cannot run per-layer graphs (tiling)")
 
+    def strip_ops(self, config):
+        """Where the tiled executor keeps its maps and how it runs a layer on a strip: host
+        memory and `run_layer` by default (runtime/tiling/executor.py HostStrips); TensorRT keeps
+        them on the device."""
+        from ..tiling.executor import HostStrips
+
+        return HostStrips(self.run_layer, config)
+
     def masked_attention(self, theta: np.ndarray, phi: np.ndarray, g: np.ndarray, key_valid: np.ndarray,
                          chunk_bytes: int | None = None) -> np.ndarray:
         """The partial nonlocal attention, (C, N) arrays in and out (runtime/attention.py)."""
         return attention.masked_attention(theta, phi, g, key_valid, chunk_bytes or attention.DEFAULT_CHUNK_BYTES)
+
+    def masked_attention_frames(self, theta, phi, g, key_valid: np.ndarray, target,
+                                chunk_bytes: int | None = None) -> None:
+        """The partial nonlocal attention on tiled maps (runtime/tiling Frames): theta/phi/g read
+        whole, the attended map written to `target` (a GPU backend keeps them on the device)."""
+        channels, height, width = theta.shape
+        flat = [frame.read(0, height).reshape(channels, -1) for frame in (theta, phi, g)]
+        target.store.write(0, self.masked_attention(*flat, key_valid, chunk_bytes).reshape(channels, height, width))
+
+    def array_runner(self, chunk_bytes: int):
+        """How untiled graph segments pass values: host arrays by default (global_restoration
+        ArrayRunner); TensorRT chains them on the device."""
+        from ..global_restoration import ArrayRunner
+
+        return ArrayRunner(self, chunk_bytes)
 
     def patch_match(self, x: np.ndarray, hole: np.ndarray, size: int, chunk_bytes: int | None = None) -> np.ndarray:
         """The HR patch match, x (C, H, W), hole (H, W) (runtime/attention.py)."""

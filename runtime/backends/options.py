@@ -19,6 +19,8 @@ class OrtOptions:
     threads: int | None = None  # intra-op threads (None: every core this process may use)
     precision: str = "fp32"  # fp32 | int8 (fp16 brings nothing on the CPU and maps to fp32)
     spinning: bool = False  # idle intra-op threads spin (faster only on an otherwise idle machine)
+    arena: bool = False  # onnxruntime's CPU arena and memory patterns: each session then keeps its largest run's memory
+    release_sessions: bool = True  # drop each graph's session after its run: only the running stage's weights resident
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -43,7 +45,8 @@ def _make_ort(models_dir, options: OrtOptions):
     from .onnxruntime_backend import OrtBackend
 
     precision = "int8" if options.precision == "int8" else "fp32"
-    return OrtBackend(models_dir, threads=options.threads, precision=precision, spinning=options.spinning)
+    return OrtBackend(models_dir, threads=options.threads, precision=precision, spinning=options.spinning,
+                      arena=options.arena, release_sessions=options.release_sessions)
 
 
 def _make_trt(models_dir, options: TrtOptions):

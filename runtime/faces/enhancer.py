@@ -13,7 +13,7 @@ import numpy as np
 from . import opencv_path
 from .align import aligned_crops
 from .detectors.base import Detection
-from .generator import FaceGenerator
+from .generator import DEFAULT_BATCH, FaceGenerator
 from .geometry import crop_to_photo
 from .paste import paste_faces
 
@@ -68,7 +68,7 @@ class FaceEnhancer:
     thread-safe), so one instance may serve concurrent calls."""
 
     def __init__(self, backend, detector, crop_size: int = 256, min_eye_distance: float = MIN_EYE_DISTANCE,
-                 batch_size: int = 4, sampler: str = "exact"):
+                 batch_size: int = DEFAULT_BATCH, sampler: str = "exact"):
         if sampler not in ("exact", "opencv"):
             raise ValueError(f"sampler must be 'exact' (faithful to the original) or 'opencv' (faster), not {sampler!r}")
         self.sampler = sampler

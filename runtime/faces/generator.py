@@ -10,6 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 GRAPH_FOR_SIZE = {256: "face_256", 512: "face_512"}
+# One face per run: the 512 px generator peaked at 1.5 GB for one face and 4.1 GB for a batch
+# of four (onnxruntime CPU; benchmarks/results/stage_memory.md), over the 4G default next to
+# the global sessions, and four faces took as long either way (56 s vs 59 s).
+DEFAULT_BATCH = 1
 
 
 def to_generator_input(crops_u8: np.ndarray) -> np.ndarray:
@@ -27,9 +31,9 @@ def from_generator_output(output: np.ndarray) -> np.ndarray:
 
 
 class FaceGenerator:
-    """Runs aligned crops through the exported generator in batches."""
+    """Runs aligned crops through the exported generator, `batch_size` faces per run."""
 
-    def __init__(self, backend, size: int = 256, batch_size: int = 4):
+    def __init__(self, backend, size: int = 256, batch_size: int = DEFAULT_BATCH):
         if size not in GRAPH_FOR_SIZE:
             raise ValueError(f"face crops are 256 or 512 px, not {size}")
         self.backend = backend

@@ -8,10 +8,10 @@ from typing import Optional
 
 import typer
 
-from .. import cli_checks, file_options
+from .. import cli_checks
+from ..cli_options import MODELS_HELP, load_restorer, prepare_run, with_restore_options
 
 RAY_ADDRESS = re.compile(r"auto|local|ray://\S+|[A-Za-z0-9][\w.\-]*:\d{2,5}")  # what `--ray ADDRESS` may be
-MODELS_HELP = "Exported model directory (default: $TRT_RESTORE_MODELS or ~/.cache/trt-restore/models)."
 
 
 def _parse_size(text: str) -> int:
@@ -59,6 +59,10 @@ def serve_command(
     log_level: str = typer.Option("info", "--log-level", help="debug | info | warning."),
     job_timeout: float = typer.Option(600.0, "--job-timeout", min=0, help="Seconds one photo may run; then it "
                                       "is stopped at the next stage and answered 503 (0: no limit)."),
+    keep_sessions: bool = typer.Option(True, "--keep-sessions/--release-sessions", help="onnxruntime: keep every "
+                                       "graph's session loaded between photos (default), or drop each after its "
+                                       "run so only the running stage's weights stay resident (least memory, "
+                                       "0.3-1.3 s more per photo; for boards that share 8 GB)."),
     max_uploads: int = typer.Option(4, "--max-uploads", min=1, help="Uploads received and decoded at once; "
                                     "others wait (their body unread) up to --read-timeout, then get 503."),
     read_timeout: float = typer.Option(30.0, "--read-timeout", min=1, help="Seconds a client may pause during "
@@ -106,7 +110,7 @@ def serve_command(
         engine = EngineConfig(models=models or DEFAULT_MODELS, backend=backend, workers=workers, threads=threads,
                               max_queue=max_queue, modes=chosen, faces=faces, tile=tile, max_memory=max_memory,
                               face_detector=detector, face_detector_model=face_detector_model, licence_note=note,
-                              job_timeout=job_timeout or None)
+                              job_timeout=job_timeout or None, keep_sessions=keep_sessions)
         limits = Limits(max_bytes=_parse_size(max_upload), max_pixels=int(max_megapixels * 1e6))
         from .safety import LOOPBACK_HOSTS
         from .server import is_loopback
@@ -130,24 +134,8 @@ def serve_command(
     serve(config, host, port, log_level)
 
 
+@with_restore_options
 def batch_command(
-    inputs: list[str] = typer.Argument(..., help="Photos, folders (see --recursive) or quoted globs."),
-    output_dir: Path = typer.Option(..., "--output", "-o", help="Output folder: PNGs (a folder's tree is "
-                                    "mirrored), manifest.jsonl and manifest.csv."),
-    scratch: bool = typer.Option(False, "--scratch", help="Scratch mode."),
-    hr: bool = typer.Option(False, "--hr", help="HR scratch mode."),
-    faces: Optional[bool] = typer.Option(None, "--faces/--no-faces", help="Face enhancement (default: when "
-                                         "available)."),
-    models: Optional[Path] = typer.Option(None, "--models", "-m", envvar="TRT_RESTORE_MODELS", help=MODELS_HELP),
-    backend: str = typer.Option("auto", "--backend", help="auto | ort | trt."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="onnxruntime threads per worker."),
-    tile: str = typer.Option("auto", "--tile", callback=cli_checks.tile_option, help="auto | on | off | N."),
-    max_memory: str = typer.Option("4G", "--max-memory", callback=cli_checks.memory_option,
-                                   help="Memory budget for one photo (at least 664M)."),
-    minmax: bool = typer.Option(False, "--minmax", help="Min-max stretch like the original."),
-    recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into subfolders of folder inputs."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Redo photos whose output exists (default: skip "
-                                   "them, so a rerun resumes)."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="Results log (default OUT/manifest.jsonl; "
                                             "a .csv summary is written beside it)."),
     ray: bool = typer.Option(False, "--ray", help="Run on Ray Data: `--ray` alone uses RAY_ADDRESS, a running "
@@ -161,39 +149,24 @@ def batch_command(
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Files per Ray Data batch."),
     progress_every: float = typer.Option(10.0, "--progress-every", help="Seconds between progress lines "
                                          "when stderr is not a terminal."),
-    fmt: str = file_options.FORMAT,
-    quality: Optional[int] = file_options.QUALITY,
-    output_profile: str = file_options.OUTPUT_PROFILE,
-    keep_depth: bool = file_options.KEEP_DEPTH,
-    depth_threshold: int = file_options.DEPTH_THRESHOLD,
-    network_size: bool = file_options.NETWORK_SIZE,
+    args=None,
 ) -> None:
-    """Restore many photos, resumable: finished outputs are skipped on rerun, outputs are
-    atomic, and a manifest records every file's status and error. In-process by default,
-    on a Ray cluster with --ray. Exit code 0 all done, 1 some failed, 2 usage error."""
-    from ..restorer import DEFAULT_MODELS
-    from .batch import RestoreOptions, run_batch
+    """Restore many photos with `restore`'s pipeline and options, in worker threads or on a Ray
+    cluster (--ray): finished outputs are skipped on rerun, outputs are atomic, and the manifest
+    records every file's status and error. Progress and the summary go to stderr.
+    Exit code 0 all done, 1 some failed, 2 usage error (found before the first photo)."""
+    from .batch import run_planned
 
-    mode = "hr" if hr else "scratch" if scratch else "quality"
-    bad_output = cli_checks.output_dir_problem(output_dir)
-    if bad_output:
-        typer.echo(f"error: {bad_output}", err=True)
-        raise typer.Exit(2)
-    file_options.build(fmt, quality, output_profile, keep_depth, depth_threshold, network_size)  # exits 2 if bad
     if ray:  # `--ray ADDRESS`: the address lands among the inputs (typer has no optional-value options)
-        addresses = [i for i in inputs if RAY_ADDRESS.fullmatch(i) and not os.path.exists(i)]
+        addresses = [i for i in args.inputs if RAY_ADDRESS.fullmatch(i) and not os.path.exists(i)]
         if len(addresses) > 1 or (addresses and ray_address):
             typer.echo(f"error: more than one Ray address given: {', '.join(addresses + [ray_address or ''])}",
                        err=True)
             raise typer.Exit(2)
         if addresses:
             ray_address = addresses[0]
-            inputs = [i for i in inputs if i != ray_address]
+            args.inputs = [i for i in args.inputs if i != ray_address]
     ray = ray or bool(ray_address)
-    models_dir = Path(models or DEFAULT_MODELS).expanduser()
-    if not (models_dir / "models.json").is_file():
-        typer.echo(f"error: {models_dir}: no exported models (run `trt-restore export`)", err=True)
-        raise typer.Exit(2)
     if ray:
         try:
             import ray as _ray  # noqa: F401
@@ -201,22 +174,14 @@ def batch_command(
         except ImportError:
             typer.echo("error: --ray needs the [ray] extra: pip install 'trt-restore[ray]'", err=True)
             raise typer.Exit(2)
-    options = RestoreOptions(models=str(models_dir.resolve()), mode=mode, backend=backend, faces=faces,
-                             threads=threads, tile=tile, max_memory=max_memory, minmax=minmax,
-                             format=fmt, quality=quality, output_profile=output_profile, keep_depth=keep_depth,
-                             depth_threshold=depth_threshold, output_size="network" if network_size else "input")
+    options, run = prepare_run(args, manifest, verify_models=ray)  # Ray workers build their own Restorers
+    restorer = None if ray else load_restorer(options)
     try:
-        summary = run_batch(inputs, output_dir, options, recursive=recursive, overwrite=overwrite,
-                            manifest=manifest, ray_address=ray_address, use_ray=ray,
-                            workers=workers,
-                            num_cpus=worker_cpus, num_gpus=worker_gpus, batch_size=batch_size,
-                            progress_every=progress_every)
+        summary = run_planned(run, options, overwrite=args.overwrite, ray_address=ray_address, use_ray=ray,
+                              workers=workers, num_cpus=worker_cpus, num_gpus=worker_gpus, batch_size=batch_size,
+                              progress_every=progress_every, restorer=restorer)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2)
-    for problem in summary.problems:
-        typer.echo(f"error: {problem}", err=True)
-    typer.echo(f"{summary.restored} restored, {summary.skipped} skipped (done before), {summary.failed} failed, "
-               f"{len(summary.problems)} not started -> {output_dir} (manifest {summary.manifest}, "
-               f"{summary.seconds:.1f} s)", err=True)
+    typer.echo(summary.line(args.output_dir), err=True)
     raise typer.Exit(summary.exit_code)

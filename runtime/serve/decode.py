@@ -39,26 +39,14 @@ class Limits:
 
 
 def _to_rgb_u8(image) -> np.ndarray:
-    """8-bit RGB; 16-bit and 32-bit integer gray scaled as (v * 255 / 65535) rounded, in
-    integers: exactly what runtime.io computes in float64, at half the memory or less."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        data = np.asarray(image)
-        gray = np.empty(data.shape, np.uint8)
-        eight_bit = image.mode == "I" and int(data.max(initial=0)) <= 255
-        for top in range(0, data.shape[0], 256):  # row blocks: no full-frame wide temporaries
-            block = np.clip(data[top:top + 256], 0, 255 if eight_bit else 65535).astype(np.uint32)
-            if not eight_bit:
-                block += 128
-                block //= 257  # == rint(v / 257): v / 257 is never a tie
-            gray[top:top + 256] = block
-        return np.repeat(gray[:, :, None], 3, axis=2)
-    if image.mode == "F":
-        from ..io import _to_rgb_u8 as generic
+    """8-bit RGB; 16-bit, 32-bit integer and float gray scaled by the CLI's own integer
+    row-block path (runtime.io.gray_to_u8), so both read a photo the same way."""
+    from ..io import gray_to_u8, rgb_array
 
-        return generic(image, "upload")
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    return np.asarray(image, dtype=np.uint8).copy()
+    gray = gray_to_u8(image)
+    if gray is not None:
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    return rgb_array(image if image.mode in ("L", "RGB") else image.convert("RGB"))
 
 
 def decode_image(data: bytes, limits: Limits, name: str = "upload",

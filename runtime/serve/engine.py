@@ -5,9 +5,9 @@ deployment and tests share it.
 
 - `submit()` never blocks: when `max_queue` jobs are already waiting it raises `QueueFull`
   with a `retry_after` estimate (the HTTP layer answers 429 + Retry-After).
-- Each worker thread owns its Restorers (one per mode and face setting), i.e. its own
-  backend context: onnxruntime sessions with `threads // workers` intra-op threads on the
-  CPU, one CUDA context per worker on a GPU. Workers are started by `start()`, which also
+- Each worker thread owns one Restorer, i.e. one backend context, that serves every mode
+  and face setting (sessions and face stages load on first use): onnxruntime sessions with
+  `threads // workers` intra-op threads on the CPU, one CUDA context per worker on a GPU. Workers are started by `start()`, which also
   loads the preloaded modes and warms them up; `ready` turns true when all workers are warm.
 - `shutdown(grace)` stops accepting work at once (`ShuttingDown`), lets the workers finish
   the running jobs and whatever else is queued within `grace` seconds, then rejects what is
@@ -73,14 +73,15 @@ class EngineConfig:
     max_queue: int = 8  # jobs waiting for a busy worker (not counting the ones running)
     modes: tuple[str, ...] = MODES  # loaded and warmed at start (others load on first use, if exported)
     faces: str = "auto"  # auto | on | off: the face stage's availability on this service
-    tile: str = "auto"
-    max_memory: str = "4G"
+    tile: str = "auto"  # or a run_options.TilePolicy (what the CLI's --tile gives)
+    max_memory: str = "4G"  # or bytes (what the CLI's --max-memory gives)
     warmup_side: int = 64
     job_timeout: float | None = 600.0  # seconds one photo may run before it is stopped (None: no limit)
+    keep_sessions: bool = True  # onnxruntime sessions stay warm between requests (False: least memory)
     face_detector: str | None = None  # None: the Restorer's default; chosen by licences.choose_detector
     face_detector_model: Path | None = None
     licence_note: str = ""  # which face model runs and under which licence (/v1/info)
-    restorer_factory: object = None  # tests: callable(mode, faces, threads) -> Restorer-like
+    restorer_factory: object = None  # tests: callable(mode, faces, threads) -> Restorer-like (one per worker)
 
 
 @dataclass(eq=False)  # identity semantics: jobs live in sets
@@ -308,6 +309,8 @@ class Engine:
 
     # ---------------------------------------------------------------- workers
     def _make_restorer(self, mode: str, faces: bool | None, threads: int):
+        """This worker's one Restorer: one backend for every mode and face setting (`mode` and
+        `faces` are only its defaults)."""
         if self.config.restorer_factory is not None:
             restorer = self.config.restorer_factory(mode, faces, threads)
         else:
@@ -316,54 +319,56 @@ class Engine:
             restorer = Restorer(self.config.models, backend=self.config.backend, mode=mode, threads=threads,
                                 tile=self.config.tile, max_memory=self.config.max_memory, faces=faces,
                                 face_detector=self.config.face_detector,
-                                face_detector_model=self.config.face_detector_model)
+                                face_detector_model=self.config.face_detector_model,
+                                keep_sessions=self.config.keep_sessions)
         guard_backend(getattr(restorer, "backend", None))
         return restorer
 
-    def _load(self, index: int, threads: int) -> dict:
-        """This worker's restorers for the preloaded modes, warmed up on a small photo."""
-        restorers: dict = {}
-        default_faces = {"auto": None, "on": True, "off": False}[self.config.faces]
+    def _load(self, index: int, threads: int):
+        """This worker's Restorer, with the preloaded modes checked and warmed up on a small photo."""
+        restorer = None
+        default_faces = self._default_faces()
         available = []
         for mode in self.config.modes:
             try:
-                restorer = self._make_restorer(mode, default_faces, threads)
+                if restorer is None:
+                    restorer = self._make_restorer(mode, default_faces, threads)
+                face_stage, note = restorer.face_stage(mode, default_faces)
             except FileNotFoundError as err:
                 if self.config.faces == "on" and "face" in str(err).lower():
                     raise
                 log.warning("worker %d: %s mode unavailable: %s", index, mode, err)
                 continue
-            faces_on = getattr(restorer, "_faces", None) is not None
-            restorers[(mode, faces_on)] = restorer
             if index == 0:
-                self.faces_available[mode] = faces_on
-                self.face_notes[mode] = getattr(restorer, "face_note", "faces: off")
+                self.faces_available[mode] = face_stage is not None
+                self.face_notes[mode] = note
             available.append(mode)
             side = max(self.config.warmup_side, 32)
             ramp = np.linspace(0, 255, side * side * 3, dtype=np.float32).reshape(side, side, 3)
             started = time.perf_counter()
-            restorer.restore(ramp.astype(np.uint8))
+            restorer.restore_with_stages(ramp.astype(np.uint8), mode=mode, faces=default_faces)
             log.info("worker %d: %s mode loaded and warmed up (%.2f s)", index, mode, time.perf_counter() - started)
         if not available:
             raise FileNotFoundError(f"{self.config.models}: no restoration mode can be loaded "
                                     f"(asked for {', '.join(self.config.modes)}; run `trt-restore export`)")
         if index == 0:
             self.modes_available = tuple(available)
-            backend = getattr(next(iter(restorers.values())), "backend", None)
+            backend = getattr(restorer, "backend", None)
             self.backend_description = backend.describe() if backend is not None else ""
-        return restorers
+        return restorer
 
-    def _restorer_for(self, restorers: dict, job: Job, threads: int):
+    def _default_faces(self) -> bool | None:
+        return {"auto": None, "on": True, "off": False}[self.config.faces]
+
+    def _faces_for(self, job: Job) -> tuple[bool, bool | None]:
+        """(faces on?, the Restorer's setting for it): the mode's default reuses its face stage."""
         default = self.faces_available.get(job.mode, False)
         faces_on = default if job.faces is None else bool(job.faces)
-        key = (job.mode, faces_on)
-        if key not in restorers:  # the non-default face setting: built on first use
-            restorers[key] = self._make_restorer(job.mode, faces_on, threads)
-        return restorers[key], faces_on
+        return faces_on, (self._default_faces() if faces_on == default else faces_on)
 
     def _work(self, index: int, threads: int) -> None:
         try:
-            restorers = self._load(index, threads)
+            restorer = self._load(index, threads)
         except Exception as err:  # noqa: BLE001 - reported by /readyz and the CLI
             log.error("worker %d could not load the models: %s", index, err)
             self.error = f"worker {index}: {err}"
@@ -391,8 +396,8 @@ class Engine:
                 job.deadline = time.monotonic() + self.config.job_timeout
             _current.job = job
             try:
-                restorer, faces_on = self._restorer_for(restorers, job, threads)
-                result = restorer.restore_with_stages(job.image, mask=job.mask)
+                faces_on, setting = self._faces_for(job)
+                result = restorer.restore_with_stages(job.image, mask=job.mask, mode=job.mode, faces=setting)
                 check_current_job()  # a stop requested during the last segment still counts
                 run_time = time.perf_counter() - job.started
                 if _resolve(job.future, JobResult(result, job.started - job.submitted, run_time, index, faces_on)):

@@ -5,6 +5,12 @@ carries a tag and one of K distinct photos (distinct sizes and contents); every 
 checked against the tag it should carry and the restoration expected for that photo, so a
 lost, failed or mixed-up answer is counted, never missed. 429 answers (backpressure) are
 counted apart and retried after their Retry-After (capped), as a well-behaved client would.
+
+With `disconnect_every=k`, every k-th request of a client is abandoned: the client sends the
+whole photo, waits `disconnect_after` seconds and closes its connection without reading the
+answer (a kiosk user who walks away). Those are counted as `abandoned`, never as lost; the
+service should cancel their jobs (its `cancelled` counter) and keep answering the others.
+A prober thread times `/healthz` throughout, so a stalled event loop shows.
 """
 from __future__ import annotations
 
@@ -38,6 +44,7 @@ class ClientLog:
     failed: list = field(default_factory=list)  # (status or exception, detail)
     mixed_up: list = field(default_factory=list)  # (tag sent, what came back)
     sent: int = 0
+    abandoned: int = 0  # requests this client walked away from on purpose
     servers: collections.Counter = field(default_factory=collections.Counter)  # X-Server of the 200 answers
 
 
@@ -102,7 +109,8 @@ def _check(body: bytes, headers: dict, tag: str, probe: Probe, tolerance: int) -
 
 def run_load(url: str, probes: list[Probe], clients: int, seconds: float, query: str = "",
              max_requests: int = 10_000, max_backoff: float = 2.0, api_key: str | None = None,
-             tolerance: int = 2, timeout: float = 120.0, fresh_connections: bool = False) -> dict:
+             tolerance: int = 2, timeout: float = 120.0, fresh_connections: bool = False,
+             disconnect_every: int = 0, disconnect_after: float = 0.05, health_every: float = 0.25) -> dict:
     """Run the load; returns figures (latencies in seconds) and the problems found."""
     host, port = require_loopback(url)
     deadline = time.monotonic() + seconds
@@ -124,6 +132,11 @@ def run_load(url: str, probes: list[Probe], clients: int, seconds: float, query:
             n += 1
             log.sent += 1
             started = time.perf_counter()
+            if disconnect_every and n % disconnect_every == 0:
+                _abandon(connection, tag, probe, headers, query, disconnect_after)
+                log.abandoned += 1
+                connection = http.client.HTTPConnection(host, port, timeout=timeout)
+                continue
             try:
                 connection.request("POST", f"/v1/restore?tag={tag}{'&' + query if query else ''}", body=probe.png,
                                    headers=headers)
@@ -158,15 +171,19 @@ def run_load(url: str, probes: list[Probe], clients: int, seconds: float, query:
 
     started = time.monotonic()
     threads = [threading.Thread(target=client, args=(i,), name=f"load-client-{i}") for i in range(clients)]
+    health = HealthProbe(host, port, health_every, deadline)
+    health.start()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(seconds + timeout + 30)
+    health.join(seconds + 10)
     wall = time.monotonic() - started
     latencies = [x for log in logs for x in log.latencies]
     sent = sum(log.sent for log in logs)
     ok = sum(log.ok for log in logs)
     rejected = sum(log.rejected for log in logs)
+    abandoned = sum(log.abandoned for log in logs)
     failed = [f for log in logs for f in log.failed]
     mixed = [m for log in logs for m in log.mixed_up]
     return {
@@ -174,7 +191,9 @@ def run_load(url: str, probes: list[Probe], clients: int, seconds: float, query:
         "rejected_429_503": rejected, "mixed_up": len(mixed),
         "lost": sum(1 for f in failed if isinstance(f[0], str)),  # no answer at all
         "error_status": sum(1 for f in failed if not isinstance(f[0], str)),  # 4xx/5xx other than 429/503
-        "unaccounted": sent - ok - rejected - len(failed) - len(mixed),
+        "abandoned": abandoned,
+        "unaccounted": sent - ok - rejected - abandoned - len(failed) - len(mixed),
+        "healthz": health.figures(),
         "throughput_per_s": round(ok / wall, 3) if wall else None,
         "latency_s": {"p50": percentile(latencies, 50), "p90": percentile(latencies, 90),
                       "p99": percentile(latencies, 99), "max": max(latencies) if latencies else None,
@@ -183,3 +202,51 @@ def run_load(url: str, probes: list[Probe], clients: int, seconds: float, query:
         "lost_by_kind": dict(collections.Counter(f[0] for f in failed if isinstance(f[0], str))),
         "problems": [str(p) for p in (failed + mixed)[:20]],
     }
+
+
+def _abandon(connection: http.client.HTTPConnection, tag: str, probe: Probe, headers: dict, query: str,
+             after: float) -> None:
+    """Send the whole request, then hang up without reading the answer."""
+    try:
+        connection.request("POST", f"/v1/restore?tag={tag}{'&' + query if query else ''}", body=probe.png,
+                           headers=headers)
+        time.sleep(after)
+    except OSError:
+        pass  # the server closed first: still a request walked away from
+    finally:
+        connection.close()
+
+
+class HealthProbe(threading.Thread):
+    """Times GET /healthz every `every` seconds until `deadline`: the event loop's responsiveness."""
+
+    def __init__(self, host: str, port: int, every: float, deadline: float):
+        super().__init__(name="load-healthz", daemon=True)
+        self.host, self.port, self.every, self.deadline = host, port, every, deadline
+        self.latencies: list[float] = []
+        self.failures = 0
+
+    def run(self) -> None:
+        while time.monotonic() < self.deadline:
+            started = time.perf_counter()
+            try:
+                connection = http.client.HTTPConnection(self.host, self.port, timeout=5)
+                connection.request("GET", "/healthz")
+                ok = connection.getresponse().status == 200
+                connection.close()
+            except OSError:
+                ok = False
+            if ok:
+                self.latencies.append(time.perf_counter() - started)
+            else:
+                self.failures += 1
+            time.sleep(self.every)
+
+    def figures(self) -> dict:
+        return {"probes": len(self.latencies) + self.failures, "failed": self.failures,
+                "p50_ms": _ms(percentile(self.latencies, 50)), "p99_ms": _ms(percentile(self.latencies, 99)),
+                "max_ms": _ms(max(self.latencies) if self.latencies else None)}
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(1000 * seconds, 1)

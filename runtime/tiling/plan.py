@@ -13,7 +13,7 @@ from ..modes import mode_spec
 from .executor import ExecutorConfig
 
 DEFAULT_MAX_MEMORY = 4 << 30
-BASE_OVERHEAD = 600 << 20  # interpreter, onnxruntime, session arenas for the weights
+BASE_OVERHEAD = 600 << 20  # interpreter, onnxruntime, session arenas for the weights (HR: more, modes.py)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -29,9 +29,9 @@ def parse_size(text: str | int) -> int:
 
 def untiled_peak_estimate(mode: str, height: int, width: int) -> int:
     """Expected peak RSS in bytes of the untiled run (what --tile auto compares with the budget)."""
-    spec = mode_spec(mode)  # per-pixel figures: runtime/modes.py
+    spec = mode_spec(mode)  # base and per-pixel figures: runtime/modes.py
     attention_chunk = DEFAULT_CHUNK_BYTES if spec.attention else 0
-    return BASE_OVERHEAD + attention_chunk + spec.untiled_bytes_per_pixel * height * width
+    return spec.base_bytes + attention_chunk + spec.untiled_bytes_per_pixel * height * width
 
 
 def plan_tiling(mode: str, height: int, width: int, tile: str | int | None = "auto",
@@ -43,7 +43,7 @@ def plan_tiling(mode: str, height: int, width: int, tile: str | int | None = "au
     budget = parse_size(max_memory)
     if tile in (None, "off", "none", 0, "0"):
         return None
-    working = max(64 << 20, budget - BASE_OVERHEAD)
+    working = max(64 << 20, budget - mode_spec(mode).base_bytes)
     # up to ~6 maps are alive at once (residual stream, two block temporaries, entry maps):
     # those above working/12 go to disk; a strip's buffers (input, im2col, output, copies)
     # take about twice strip_bytes

@@ -27,15 +27,16 @@ DECODERS = ("vae_b_quality_decoder", "vae_b_scratch_decoder")
 class FrameRunner:
     """Same interface as ArrayRunner, executing strip by strip."""
 
-    def __init__(self, backend, config: ExecutorConfig):
+    def __init__(self, backend, config: ExecutorConfig, chunk_bytes: int | None = None):
         if backend.max_strip_rows:  # the backend's engines take no taller strip (TensorRT profiles)
             cap = min(config.max_strip_rows or backend.max_strip_rows, backend.max_strip_rows)
             config = replace(config, max_strip_rows=cap)
         device_bytes = backend.max_strip_bytes  # read once per photo: free memory changes
         if device_bytes and device_bytes < config.strip_bytes:
             config = replace(config, strip_bytes=device_bytes)
-        self.executor = TiledExecutor(backend.run_layer, config)
+        self.executor = TiledExecutor(backend.run_layer, config, strips=backend.strip_ops(config))
         self.backend = backend
+        self.chunk_bytes = chunk_bytes
         self._owned: list[Frame] = []
 
     def run(self, graph: str, inputs: dict) -> dict:
@@ -71,6 +72,12 @@ class FrameRunner:
         self._owned.append(target)
         return target
 
+    def masked_attention(self, theta: Frame, phi: Frame, g: Frame, key_valid: np.ndarray) -> Frame:
+        target = self.executor.new_frame(*theta.shape)
+        self.backend.masked_attention_frames(theta, phi, g, key_valid, target, self.chunk_bytes)  # or GPU kernels
+        self._owned.append(target)
+        return target
+
     @staticmethod
     def release(value) -> None:
         if isinstance(value, Frame):
@@ -80,6 +87,7 @@ class FrameRunner:
         for frame in self._owned:
             frame.close()
         self._owned.clear()
+        self.executor.strips.close()
 
 
 class TiledGlobalRestorer(GlobalRestorer):
@@ -95,4 +103,4 @@ class TiledGlobalRestorer(GlobalRestorer):
         self.config = config or ExecutorConfig()
 
     def runner(self):
-        return FrameRunner(self.backend, self.config)
+        return FrameRunner(self.backend, self.config, self.chunk_bytes)

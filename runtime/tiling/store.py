@@ -16,6 +16,8 @@ import numpy as np
 class FrameStore:
     """Storage for one (channels, height, width) float32 map."""
 
+    on_device = False  # host memory or disk (runtime/tiling/device.py keeps maps on the GPU)
+
     def __init__(self, channels: int, height: int, width: int, on_disk: bool = False, spill_dir: str | None = None):
         self.channels, self.height, self.width = channels, height, width
         self.row_bytes = width * 4  # one row of one channel
