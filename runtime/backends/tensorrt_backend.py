@@ -398,12 +398,7 @@ class TrtBackend(Backend):
 
     def _execute(self, graph: str, engine, context, inputs: dict, shapes: dict) -> dict[str, np.ndarray]:
         trt = self._trt
-        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        for name in names:
-            if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                if name not in inputs:
-                    raise ValueError(f"{graph}: missing input {name!r}")
-                context.set_input_shape(name, shapes[name])
+        names = self._set_input_shapes(graph, engine, context, shapes)
         outputs = {}
         for name in names:
             dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
@@ -428,12 +423,7 @@ class TrtBackend(Backend):
         """Bind device arrays to the engine's tensors; outputs=None allocates new ones (the
         caller frees them). Returns the outputs."""
         trt = self._trt
-        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        for name in names:
-            if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                if name not in inputs:
-                    raise ValueError(f"{graph}: missing input {name!r}")
-                context.set_input_shape(name, inputs[name].shape)
+        names = self._set_input_shapes(graph, engine, context, {k: v.shape for k, v in inputs.items()})
         if outputs is None:
             outputs = {name: self.memory.empty(tuple(int(d) for d in context.get_tensor_shape(name)))
                        for name in names if engine.get_tensor_mode(name) != trt.TensorIOMode.INPUT}
@@ -448,6 +438,16 @@ class TrtBackend(Backend):
                 raise ValueError(f"{graph}: {name!r} is {shape}, its buffer {bound.shape}")
             context.set_tensor_address(name, bound.ptr)
         return outputs
+
+    def _set_input_shapes(self, graph: str, engine, context, shapes: dict) -> list[str]:
+        """Give the context every input's shape (a missing input is an error); returns all tensor names."""
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        for name in names:
+            if engine.get_tensor_mode(name) == self._trt.TensorIOMode.INPUT:
+                if name not in shapes:
+                    raise ValueError(f"{graph}: missing input {name!r}")
+                context.set_input_shape(name, shapes[name])
+        return names
 
     def _launch(self, graph: str, context) -> None:
         """execute_async_v3; an allocation failure inside it (TensorRT's kFAILED_ALLOCATION on the
