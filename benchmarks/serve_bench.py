@@ -62,7 +62,10 @@ def start_server(args, port: int) -> subprocess.Popen:
     command = [sys.executable, "-m", "trt_restore.cli", "serve", "--models", str(args.models), "--port", str(port),
                "--modes", "quality", "--workers", str(args.workers), "--threads", str(args.threads),
                "--max-queue", str(args.max_queue), "--grace", str(args.grace), "--log-level", "warning"]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # the log goes to a file: a pipe nobody reads fills up and blocks the server's event loop
+    server_log = tempfile.NamedTemporaryFile("w+", prefix="serve-bench-", suffix=".log", delete=False)
+    server = subprocess.Popen(command, stdout=server_log, stderr=subprocess.STDOUT, text=True)
+    server.log_path = server_log.name
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         try:
@@ -71,7 +74,7 @@ def start_server(args, port: int) -> subprocess.Popen:
         except OSError:
             pass
         if server.poll() is not None:
-            raise RuntimeError(f"server exited: {server.stdout.read()}")
+            raise RuntimeError(f"server exited: {Path(server.log_path).read_text()}")
         time.sleep(0.2)
     server.kill()
     raise RuntimeError("server not ready within 300 s")
@@ -93,14 +96,21 @@ def walkaway_load(args, port: int, server: subprocess.Popen, probes) -> dict:
     before, stats_before = process_figures(server.pid), get_json(f"{url}/readyz")[1]
     figures = run_load(url, probes, clients=args.walkaway_clients, seconds=args.walkaway_seconds,
                        disconnect_every=args.disconnect_every)
+    slow_probes = []  # /readyz calls after the load that took over 5 s (a stalled service shows here)
     for _ in range(120):  # let the last cancellations be counted
-        stats_after = get_json(f"{url}/readyz")[1]
+        started = time.monotonic()
+        try:
+            stats_after = get_json(f"{url}/readyz")[1]
+        except OSError as err:
+            slow_probes.append(f"{type(err).__name__} after {time.monotonic() - started:.1f} s")
+            continue
         if not stats_after.get("queued") and not stats_after.get("running"):
             break
         time.sleep(0.5)
     after = process_figures(server.pid)
     delta = {k: (stats_after.get(k) or 0) - (stats_before.get(k) or 0) for k in ("completed", "cancelled", "failed")}
-    return {**figures, "server_before": before, "server_after": after, "server_delta": delta}
+    return {**figures, "disconnect_every": args.disconnect_every, "server_before": before, "server_after": after, "server_delta": delta,
+            "readyz_failures_after": slow_probes}
 
 
 def shutdown_under_load(args, port: int, server: subprocess.Popen, probes, delivered_before: int) -> dict:
@@ -116,7 +126,8 @@ def shutdown_under_load(args, port: int, server: subprocess.Popen, probes, deliv
     time.sleep(2.0)
     server.send_signal(signal.SIGTERM)
     started = time.monotonic()
-    output, _ = server.communicate(timeout=args.grace + 60)
+    server.wait(timeout=args.grace + 60)
+    output = Path(server.log_path).read_text()
     stopped = time.monotonic() - started
     load.join()
     kinds = dict(result.get("lost_by_kind", {}))
@@ -310,16 +321,18 @@ def walkaway_markdown(row: dict) -> list[str]:
         "",
         "## Clients that walk away",
         "",
-        f"{row['clients']} clients for {row['seconds']} s; every request of a client whose number is a multiple of "
-        f"the walk-away period hangs up 50 ms after sending the photo: {row['sent']} requests, {row['ok']} answered "
+        f"{row['clients']} clients for {row['seconds']} s; every {row['disconnect_every']}th request of each client "
+        f"hangs up 50 ms after sending the photo: {row['sent']} requests, {row['ok']} answered "
         f"200, {row['rejected_429_503']} 429/503, {row['abandoned']} abandoned, **{row['lost']} lost, "
         f"{row['mixed_up']} mixed up, {row['error_status']} other errors, {row['unaccounted']} unaccounted**. "
         f"The service completed {delta['completed']} photos and cancelled {delta['cancelled']} jobs of clients "
-        f"that had gone ({delta['failed']} failed). p50 {lat['p50'] or 0:.3f} s, p99 {lat['p99'] or 0:.3f} s.",
+        f"that had gone ({delta['failed']} failed); the other abandoned requests had been answered 429 (queue full) "
+        f"before the client hung up, so no job was ever made for them. p50 {lat['p50'] or 0:.3f} s, p99 {lat['p99'] or 0:.3f} s.",
         "",
         f"`/healthz` timed every 0.25 s throughout: {health['probes']} probes, {health['failed']} failed, "
         f"p50 {health['p50_ms']} ms, p99 {health['p99_ms']} ms, max {health['max_ms']} ms. Server RSS "
-        f"{before['rss_mib']} → {after['rss_mib']} MiB, open files {before['open_files']} → {after['open_files']}.",
+        f"{before['rss_mib']} → {after['rss_mib']} MiB, open files {before['open_files']} → {after['open_files']}; "
+        f"/readyz calls after the load that failed within 5 s: {len(row['readyz_failures_after'])}.",
     ]
 
 
@@ -369,7 +382,8 @@ def main() -> int:
             print(json.dumps({k: report["walkaway"][k] for k in ("clients", "sent", "ok", "abandoned", "lost",
                                                                  "mixed_up", "healthz", "server_delta")}), flush=True)
         report["server_stats"] = get_json(f"http://127.0.0.1:{port}/readyz")[1]
-        report["shutdown"] = shutdown_under_load(args, port, server, probes, sum(r["ok"] for r in report["load"]))
+        report["shutdown"] = shutdown_under_load(args, port, server, probes, sum(r["ok"] for r in report["load"])
+                                                 + report.get("walkaway", {}).get("ok", 0))
         print(json.dumps(report["shutdown"]), flush=True)
     finally:
         if server.poll() is None:

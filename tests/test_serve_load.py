@@ -52,11 +52,12 @@ def test_concurrent_clients_get_their_own_answers(serve_models):
     assert stats["completed"] >= figures["ok"]  # (+ the warm-up-free count of the engine)
 
 
-def test_clients_that_walk_away_cost_nothing_and_lose_nothing(serve_models):
+def test_clients_that_walk_away_cost_nothing_and_lose_nothing(serve_models, caplog):
     """Every third request hangs up right after sending: those jobs are cancelled by the
     service (queued or between segments), the other clients still get exactly their own
     answers, and /healthz answers throughout."""
     probes = make_probes(serve_models, 6)
+    caplog.set_level("INFO", logger="trt_restore.serve")
     with running_service(service_config(serve_models, max_queue=4)) as (url, app):
         figures = run_load(url, probes, clients=4, seconds=5, max_requests=30, disconnect_every=3,
                            disconnect_after=0.02)
@@ -71,6 +72,10 @@ def test_clients_that_walk_away_cost_nothing_and_lose_nothing(serve_models):
     assert stats["cancelled"] >= 1, stats  # walked-away jobs do not all run to the end
     assert stats["completed"] + stats["cancelled"] <= figures["ok"] + figures["abandoned"] + 1, stats
     assert figures["healthz"]["failed"] == 0 and figures["healthz"]["probes"] >= 5, figures["healthz"]
+    # a walk-away is an ordinary event: one info line each, never an error with a traceback
+    errors = [r.getMessage() for r in caplog.records if r.name.startswith("trt_restore") and r.levelno >= 40]
+    assert not errors, errors[:3]
+    assert any("went away" in r.getMessage() for r in caplog.records), "the disconnects were not noticed"
 
 
 def test_load_targets_loopback_only():

@@ -383,6 +383,8 @@ def create_app(config: ServeConfig, engine: Engine | None = None):
             raise HTTPError(503, f"{name}: {err}", {"Retry-After": "5"}) from None
         except (ValueError, TypeError) as err:  # too small, bad mask, ...
             raise HTTPError(422, f"{name}: {scrub(err)}") from None
+        except ClientGone:
+            raise  # an ordinary disconnect: its handler logs one line, no traceback
         except Exception:  # noqa: BLE001 - the details go to the log, not to the client
             ref = uuid.uuid4().hex[:8]
             log.exception("restore failed [%s]", ref)
