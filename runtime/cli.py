@@ -113,9 +113,6 @@ def reference_restore_command(
     raise typer.Exit(1 if failures else 0)
 
 
-DEFAULT_MODELS_HELP = cli_options.MODELS_HELP
-
-
 @app.command("restore")
 @cli_options.with_restore_options
 def restore_command(args=None) -> None:
@@ -146,7 +143,7 @@ def restore_command(args=None) -> None:
 def export_command(
     weights: Path = typer.Option(..., "--weights", "-w", help="Root of the official checkpoint layout "
                                  "(what fetch-weights writes)."),
-    output_dir: Optional[Path] = typer.Option(None, "--output", "-o", envvar="TRT_RESTORE_MODELS", help=DEFAULT_MODELS_HELP),
+    output_dir: Optional[Path] = typer.Option(None, "--output", "-o", envvar="TRT_RESTORE_MODELS", help=cli_options.MODELS_HELP),
     graphs: Optional[list[str]] = typer.Option(None, "--graph", help="Only these graphs (repeatable)."),
     faces: bool = typer.Option(True, "--faces/--no-faces", help="Also export the face generators (2 x 370 MB)."),
 ) -> None:
@@ -178,7 +175,7 @@ def export_command(
 
 @app.command("doctor")
 def doctor_command(
-    models: Optional[Path] = typer.Option(None, "--models", "-m", envvar="TRT_RESTORE_MODELS", help=DEFAULT_MODELS_HELP),
+    models: Optional[Path] = typer.Option(None, "--models", "-m", envvar="TRT_RESTORE_MODELS", help=cli_options.MODELS_HELP),
 ) -> None:
     """Show what is installed, which execution providers and GPU exist, and which models are ready."""
     from .doctor import report

@@ -114,7 +114,7 @@ class Restorer:
                              f"(sides must be at least {smallest} px)")
         check_aspect(*image.shape[:2])  # extreme strips: refused before any stage allocates
         face_stage, _ = self.face_stage(mode, self.faces if faces is DEFAULT else faces)
-        tiling = plan_tiling(mode, image.shape[0], image.shape[1], self.tile.plan_value(), self.max_memory)
+        tiling = plan_tiling(mode, image.shape[0], image.shape[1], self.tile, self.max_memory)
         # no stage may outgrow --max-memory (with --tile off, the untiled networks must fit too)
         check_budget(mode, *image.shape[:2], self.max_memory, tiled=tiling is not None, faces=face_stage is not None)
         result = self._global_for(mode, tiling).restore(image, stretch=self.stretch, mask=mask, on_stage=on_stage)

@@ -37,12 +37,8 @@ class TilePolicy:
             raise ValueError(f"{value!r}: a strip must be at least {MIN_TILE_ROWS} image rows")
         return cls("rows", int(text))
 
-    def plan_value(self) -> str | int:
-        """The form tiling.plan.plan_tiling takes."""
-        return self.rows if self.kind == "rows" else self.kind
-
     def __str__(self) -> str:
-        return str(self.plan_value())
+        return str(self.rows) if self.kind == "rows" else self.kind
 
 
 def min_memory() -> int:

@@ -266,10 +266,8 @@ class _Context:
         if _out_of_memory(self, self.engine.trt):
             return False
         shape = self.shapes[self.engine.primary]
-        n = int(np.prod(shape))
-        src = np.ctypeslib.as_array((ctypes.c_float * n).from_address(self.addresses[self.engine.primary]))
-        dst = np.ctypeslib.as_array((ctypes.c_float * n).from_address(self.addresses[self.engine.outputs[0]]))
-        dst[:] = src * 2
+        src = _floats(self.addresses[self.engine.primary], shape)
+        _floats(self.addresses[self.engine.outputs[0]], shape)[...] = src * 2
         for name in self.engine.outputs[1:]:
             _floats(self.addresses[name], self.get_tensor_shape(name))[...] = 0.0
         return True
@@ -311,35 +309,21 @@ class OnnxEngine(_Engine):
         return _OnnxContext(self)
 
 
-class _OnnxContext:
-    def __init__(self, engine: OnnxEngine):
-        self.engine = engine
-        self.shapes, self.addresses = {}, {}
-
-    def set_input_shape(self, name, shape):
-        self.shapes[name] = tuple(shape)
-        return True
+class _OnnxContext(_Context):
+    """The plain context's shape and address bookkeeping; shapes and outputs from the ONNX graph."""
 
     def get_tensor_shape(self, name):
         if name in self.engine.inputs:
             return self.shapes[name]
         return self.engine.output_shapes({n: self.shapes[n] for n in self.engine.inputs})[name]
 
-    def set_tensor_address(self, name, ptr):
-        self.addresses[name] = ptr
-        return True
-
-    def _array(self, name, shape):
-        n = int(np.prod(shape))
-        return np.ctypeslib.as_array((ctypes.c_float * n).from_address(self.addresses[name])).reshape(shape)
-
     def execute_async_v3(self, stream):
         if _out_of_memory(self, self.engine.trt):
             return False
-        feed = {n: self._array(n, self.shapes[n]).copy() for n in self.engine.inputs}
+        feed = {n: _floats(self.addresses[n], self.shapes[n]).copy() for n in self.engine.inputs}
         results = self.engine.session.run(self.engine.outputs, feed)
         for name, value in zip(self.engine.outputs, results):
-            self._array(name, value.shape)[...] = value
+            _floats(self.addresses[name], value.shape)[...] = value
         self.engine.trt.executions.append(self.engine.source)
         return True
 

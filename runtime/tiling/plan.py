@@ -34,26 +34,26 @@ def untiled_peak_estimate(mode: str, height: int, width: int) -> int:
     return spec.base_bytes + attention_chunk + spec.untiled_bytes_per_pixel * height * width
 
 
-def plan_tiling(mode: str, height: int, width: int, tile: str | int | None = "auto",
+def plan_tiling(mode: str, height: int, width: int, tile="auto",
                 max_memory: str | int = DEFAULT_MAX_MEMORY) -> ExecutorConfig | None:
     """None = run untiled; else the executor configuration.
 
-    tile: "auto" (tile only if the untiled estimate exceeds max_memory), "on" (always),
-    "off", or a strip height in image rows."""
+    tile: a run_options.TilePolicy, or what TilePolicy.parse reads: "auto" (tile only if the
+    untiled estimate exceeds max_memory), "on" (always), "off", or a strip height in image rows."""
+    from ..run_options import TilePolicy  # run_options builds on this module's sizes
+
+    policy = TilePolicy.parse(tile)
     budget = parse_size(max_memory)
-    if tile in (None, "off", "none", 0, "0"):
+    if policy.kind == "off":
         return None
     working = max(64 << 20, budget - mode_spec(mode).base_bytes)
     # up to ~6 maps are alive at once (residual stream, two block temporaries, entry maps):
     # those above working/12 go to disk; a strip's buffers (input, im2col, output, copies)
     # take about twice strip_bytes
     config = ExecutorConfig(strip_bytes=max(16 << 20, working // 10), ram_map_bytes=max(8 << 20, working // 12))
-    if tile == "on":
+    if policy.kind == "on":
         return config
-    if tile == "auto":
+    if policy.kind == "auto":
         return config if untiled_peak_estimate(mode, height, width) > budget else None
-    rows = int(tile)
-    if rows < 8:
-        raise ValueError(f"--tile must be at least 8 image rows, got {rows}")
-    config.strip_rows = max(2, rows // 4)  # most layers run at quarter resolution
+    config.strip_rows = max(2, policy.rows // 4)  # most layers run at quarter resolution
     return config
